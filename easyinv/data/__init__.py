@@ -1,0 +1,1 @@
+"""Datasets: the COCO-2017 manifest sample, image folders, bundled samples, and robust image loading."""

@@ -1,0 +1,237 @@
+"""The shared DDIM core: timestep grid, the eta=0 DDIM step, the denoiser contract and the inversion walk.
+
+Every method (DDIM, EasyInv, ReNoise, fixed-point) is written against this module only, so the same code runs on
+SD-1.x, SD-XL and the closed-form Gaussian model. It imports nothing but torch.
+
+Conventions (algorithms.md §1): inversion step ``i`` moves the latent from the *source* level
+``s = t_i - Δ`` to the *target* level ``t_i``; the noise is predicted at the target timestep ``t_i`` on the source
+latent. ``ᾱ_s`` is ``final_alpha_cumprod`` when ``s < 0``. Reconstruction walks the same grid backwards with the
+alphas swapped, so the symmetry rule of §1.2 holds by construction.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Blender",
+    "Denoiser",
+    "Grid",
+    "Inversion",
+    "Method",
+    "StepContext",
+    "ddim_step",
+    "invert",
+    "reconstruct",
+]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Grid
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Timesteps in inversion order with the ᾱ of each step's source and target level.
+
+    Every off-by-one decision of the sampler is made here, once (algorithms.md §1.2).
+    """
+
+    timesteps: tuple[int, ...]
+    alpha_src: tuple[float, ...]
+    alpha_tgt: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.timesteps) == len(self.alpha_src) == len(self.alpha_tgt)):
+            raise ValueError("Grid: timesteps, alpha_src and alpha_tgt must have the same length")
+
+    @property
+    def T(self) -> int:  # noqa: N802 - the paper's symbol
+        return len(self.timesteps)
+
+    @classmethod
+    def from_schedule(
+        cls,
+        alphas_cumprod: Sequence[float] | Tensor,
+        steps: int,
+        *,
+        steps_offset: int = 1,
+        final_alpha_cumprod: float | None = None,
+    ) -> Grid:
+        """Build the "leading" DDIM grid of diffusers for ``steps`` inference steps.
+
+        ``alphas_cumprod`` is the training schedule (length = num_train_timesteps). ``final_alpha_cumprod`` is the
+        ᾱ used below timestep 0: ``alphas_cumprod[0]`` for ``set_alpha_to_one=False`` (SD), 1.0 otherwise.
+        For SD-1.4 at 50 steps: timesteps 1, 21, ..., 981; the first step goes ᾱ_0 → ᾱ_1.
+        """
+        ac = [float(a) for a in (alphas_cumprod.tolist() if isinstance(alphas_cumprod, Tensor) else alphas_cumprod)]
+        n_train = len(ac)
+        if steps < 0 or steps > n_train:
+            raise ValueError(f"method.num_steps must be in [0, {n_train}], got {steps}")
+        if steps == 0:  # the VAE-only ceiling: no diffusion step at all
+            return cls(timesteps=(), alpha_src=(), alpha_tgt=())
+        delta = n_train // steps
+        ts = [i * delta + steps_offset for i in range(steps)]
+        if ts[-1] >= n_train:  # diffusers issue #10003
+            raise ValueError(f"steps={steps} with steps_offset={steps_offset} indexes past timestep {n_train - 1}")
+        final = ac[0] if final_alpha_cumprod is None else float(final_alpha_cumprod)
+        src = tuple(ac[t - delta] if t - delta >= 0 else final for t in ts)
+        tgt = tuple(ac[t] for t in ts)
+        return cls(timesteps=tuple(ts), alpha_src=src, alpha_tgt=tgt)
+
+
+def ddim_step(z: Tensor, eps: Tensor, a_src: float, a_tgt: float) -> Tensor:
+    """DDIM with eta = 0 (Song et al. 2021, Eq. 12): move ``z`` from level ᾱ_src to ᾱ_tgt along ``eps``.
+
+    Inversion calls it with (ᾱ_s, ᾱ_t), reconstruction with (ᾱ_t, ᾱ_s). Affine in ``eps`` (used by the fixed-point
+    and ReNoise averaging).
+    """
+    x0 = (z - (1.0 - a_src) ** 0.5 * eps) / a_src**0.5
+    return a_tgt**0.5 * x0 + (1.0 - a_tgt) ** 0.5 * eps
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Denoiser contract
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class Denoiser(ABC):
+    """Noise prediction ε(z, t) for a bound batch of B images (prompts, guidance, dtype are bound by the adapter).
+
+    ``z`` is ``(B', C, H, W)``; ``rows`` (length B') says which images of the bound batch the rows belong to
+    (default: all B in order), so a method can evaluate a subset, e.g. rows that have not converged yet.
+
+    The counters are the only place NFE is counted: ``nfe[b]`` is the number of latent rows evaluated for image
+    ``b`` (a CFG call costs 2), ``seconds`` the wall time spent inside the network (CUDA-synchronised).
+    """
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.nfe = torch.zeros(batch_size, dtype=torch.long)
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, z: Tensor, t: int, rows: Tensor | None = None) -> Tensor:
+        if rows is None:
+            if z.shape[0] != self.batch_size:
+                raise ValueError(f"denoiser bound to batch {self.batch_size}, got {z.shape[0]} rows")
+            rows = torch.arange(self.batch_size)
+        elif len(rows) != z.shape[0]:
+            raise ValueError(f"rows has {len(rows)} entries for {z.shape[0]} latent rows")
+        if z.is_cuda:
+            torch.cuda.synchronize(z.device)
+        start = time.perf_counter()
+        eps, cost = self.predict(z, int(t), rows)
+        if eps.is_cuda:
+            torch.cuda.synchronize(eps.device)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        self.nfe.index_add_(0, rows.cpu(), torch.full((len(rows),), cost, dtype=torch.long))
+        return eps
+
+    @abstractmethod
+    def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
+        """Return ε for ``z`` at timestep ``t`` (same shape and dtype as ``z``) and the NFE cost per row."""
+
+    def reset_counters(self) -> None:
+        self.nfe.zero_()
+        self.seconds = 0.0
+        self.calls = 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Methods and the shared inversion walk
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a method step may read besides its input latent.
+
+    ``z_query``: the latent on which the step's *first* noise prediction is evaluated. It equals the step input
+    except under EasyInv's released blend, which predicts on the unblended latent (algorithms.md §2.2 A).
+    ``z0``: the clean latent of each row (ReNoise's regularisation reference). ``seeds``: one seed per row.
+    """
+
+    z_query: Tensor
+    z0: Tensor
+    seeds: tuple[int, ...]
+
+
+class Blender(Protocol):
+    """A modifier that mixes latents at chosen iterations (EasyInv, ``easyinv/blend.py``)."""
+
+    variant: str  # "released" (blend the input before the step) or "algorithm" (blend the output)
+
+    def iterations(self, T: int) -> frozenset[int]: ...  # noqa: N803
+
+    def mix(self, current: Tensor, previous: Tensor) -> Tensor: ...
+
+
+class Method(Protocol):
+    """One inversion step of a method; the walk (:func:`invert`) is shared by all methods."""
+
+    name: str
+    num_steps: int  # T, the number of inversion (and reconstruction) steps
+    blend: Blender | None
+
+    def step(self, eps: Denoiser, z: Tensor, i: int, grid: Grid, ctx: StepContext) -> Tensor: ...
+
+
+@dataclass
+class Inversion:
+    """Result of an inversion: z_T ``(B, C, H, W)``, the trajectory ``[z_0, ..., z_T]`` and NFE per image."""
+
+    z_T: Tensor  # noqa: N815
+    trajectory: list[Tensor] = field(repr=False)
+    nfe: Tensor
+
+
+def invert(
+    method: Method, eps: Denoiser, z0: Tensor, grid: Grid, seeds: Sequence[int] | None = None
+) -> Inversion:
+    """Walk the grid from z_0 to z_T with ``method.step``, applying ``method.blend`` where its window says.
+
+    The blend is applied here, not in the methods, so EasyInv composes with any method (algorithms.md §2.2):
+    ``released`` mixes the step's input with the previous step's (possibly blended) input after the first noise
+    prediction was taken on the unblended latent; ``algorithm`` mixes the step's output with its input.
+    """
+    if seeds is None:
+        seeds = tuple(range(z0.shape[0]))
+    seeds = tuple(int(s) for s in seeds)
+    blend = getattr(method, "blend", None)
+    blended = blend.iterations(grid.T) if blend is not None else frozenset()
+    nfe_start = eps.nfe.clone()
+    z = z0
+    prev_in: Tensor | None = None
+    trajectory = [z0]
+    for i in range(grid.T):
+        z_in = z
+        if i in blended and blend.variant == "released":
+            assert prev_in is not None  # blended iterations satisfy i > 0
+            z_in = blend.mix(z, prev_in)
+        z_next = method.step(eps, z_in, i, grid, StepContext(z_query=z, z0=z0, seeds=seeds))
+        if i in blended and blend.variant == "algorithm":
+            z_next = blend.mix(z_next, z)
+        prev_in = z_in
+        z = z_next
+        trajectory.append(z)
+    return Inversion(z_T=z, trajectory=trajectory, nfe=eps.nfe - nfe_start)
+
+
+def reconstruct(eps: Denoiser, z_T: Tensor, grid: Grid) -> list[Tensor]:  # noqa: N803
+    """Deterministic DDIM sampling from z_T back to z_0 over the same grid; returns ``[z_T, ..., z_0]``."""
+    z = z_T
+    trajectory = [z]
+    for i in reversed(range(grid.T)):
+        z = ddim_step(z, eps(z, grid.timesteps[i]), grid.alpha_tgt[i], grid.alpha_src[i])
+        trajectory.append(z)
+    return trajectory
