@@ -101,3 +101,18 @@ def test_config_instantiates(image_dir):
     ds = instantiate(cfg)
     assert isinstance(ds, FolderDataset) and ds.preprocess.resize == "center_crop"
     assert [i.id for i in ds.items()] == EXPECTED
+
+
+def test_tune_and_eval_subsets_partition_the_items(tmp_path):
+    for n in range(40):
+        Image.new("RGB", (70, 70), (n, 0, 0)).save(tmp_path / f"img{n:02d}.png")
+    full = [it.id for it in FolderDataset(root=tmp_path, name="f").items()]
+    tune = [it.id for it in FolderDataset(root=tmp_path, name="f", subset="tune", tune_fraction=0.3).items()]
+    held = [it.id for it in FolderDataset(root=tmp_path, name="f", subset="eval", tune_fraction=0.3).items()]
+    assert set(tune).isdisjoint(held) and sorted(tune + held) == full
+    assert 4 <= len(tune) <= 20  # about 30 % of 40
+    # membership depends on the id alone: a limit never moves an image from one split to the other
+    limited = [it.id for it in FolderDataset(root=tmp_path, name="f", subset="tune", limit=3, tune_fraction=0.3).items()]
+    assert limited == tune[:3]
+    with pytest.raises(ValueError, match="dataset.subset"):
+        FolderDataset(root=tmp_path, name="f", subset="train")

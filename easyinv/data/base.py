@@ -6,6 +6,7 @@ per-item problem found at load time becomes a ``SkipItem`` that the runner recor
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,13 @@ from easyinv.data.images import Preprocess, SkipItem, load_image
 __all__ = ["PROMPT_POLICIES", "Dataset", "DatasetNotFoundError", "Item", "SkipItem"]
 
 PROMPT_POLICIES = ("empty", "caption")
+SUBSETS = ("all", "tune", "eval")
+
+
+def in_tune_split(item_id: str, fraction: float) -> bool:
+    """Hash-based held-out split: an item belongs to the tuning split whatever the order, limit or machine."""
+    rank = int.from_bytes(hashlib.sha256(f"tune-split:{item_id}".encode()).digest()[:8], "big") / 2**64
+    return rank < fraction
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -58,6 +66,8 @@ class Dataset(ABC):
         resample: str = "bicubic",
         min_size: int = 64,
         max_pixels: int = Preprocess.max_pixels,
+        subset: str = "all",
+        tune_fraction: float = 0.25,
     ) -> None:
         if prompt not in PROMPT_POLICIES:
             raise ValueError(f"dataset.prompt must be one of {PROMPT_POLICIES}, got {prompt!r}")
@@ -65,7 +75,13 @@ class Dataset(ABC):
             raise ValueError(f"dataset.limit must be null or an integer >= 0, got {limit!r}")
         if not isinstance(offset, int) or offset < 0:
             raise ValueError(f"dataset.offset must be an integer >= 0, got {offset!r}")
+        if subset not in SUBSETS:
+            raise ValueError(f"dataset.subset must be one of {SUBSETS}, got {subset!r}")
+        if not 0.0 < tune_fraction < 1.0:
+            raise ValueError(f"dataset.tune_fraction must be in (0, 1), got {tune_fraction!r}")
         self.name = name
+        self.subset = subset
+        self.tune_fraction = tune_fraction
         self.prompt = prompt
         self.limit = limit
         self.offset = offset
@@ -86,9 +102,17 @@ class Dataset(ABC):
         return self._all
 
     def items(self) -> list[Item]:
-        """The items this run processes: ``all_items()[offset : offset + limit]``."""
+        """The items this run processes: the ``subset`` of ``all_items()``, then ``[offset : offset + limit]``.
+
+        ``subset: tune`` / ``eval`` split the items by a hash of their id (``tune_fraction`` of them tune), so a tuning
+        sweep never sees the images its chosen setting is scored on.
+        """
+        chosen = self.all_items()
+        if self.subset != "all":
+            want = self.subset == "tune"
+            chosen = [it for it in chosen if in_tune_split(it.id, self.tune_fraction) == want]
         stop = None if self.limit is None else self.offset + self.limit
-        return self.all_items()[self.offset : stop]
+        return chosen[self.offset : stop]
 
     def load(self, item: Item, size: int) -> np.ndarray:
         """Decode and preprocess one item to a ``(size, size, 3)`` uint8 RGB array; raises ``SkipItem``."""
@@ -108,6 +132,8 @@ class Dataset(ABC):
             "n_items": len(selected),
             "offset": self.offset,
             "limit": self.limit,
+            "subset": self.subset,
+            "tune_fraction": self.tune_fraction,
             "prompt_policy": self.prompt,
             "prompt_counts": {"caption": with_prompt, "empty": len(selected) - with_prompt},
             "preprocess": self.preprocess.describe(),
