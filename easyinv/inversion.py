@@ -94,8 +94,13 @@ def ddim_step(z: Tensor, eps: Tensor, a_src: float, a_tgt: float) -> Tensor:
     Inversion calls it with (ᾱ_s, ᾱ_t), reconstruction with (ᾱ_t, ᾱ_s). Affine in ``eps`` (used by the fixed-point
     and ReNoise averaging).
     """
-    x0 = (z - (1.0 - a_src) ** 0.5 * eps) / a_src**0.5
-    return a_tgt**0.5 * x0 + (1.0 - a_tgt) ** 0.5 * eps
+    # Coefficients as 0-dim tensors in float32 (float64 for float64 latents), in diffusers' order of operations, so a
+    # trajectory is bit-identical to DDIMScheduler/DDIMInverseScheduler rather than drifting by float rounding.
+    ctype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    a_s = torch.tensor(a_src, dtype=ctype, device=z.device)
+    a_t = torch.tensor(a_tgt, dtype=ctype, device=z.device)
+    x0 = (z - (1 - a_s) ** 0.5 * eps) / a_s**0.5
+    return a_t**0.5 * x0 + (1 - a_t) ** 0.5 * eps
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -134,12 +139,16 @@ class Denoiser(ABC):
             torch.cuda.synchronize(eps.device)
         self.seconds += time.perf_counter() - start
         self.calls += 1
-        self.nfe.index_add_(0, rows.cpu(), torch.full((len(rows),), cost, dtype=torch.long))
+        cost = torch.as_tensor(cost, dtype=torch.long).cpu().expand(len(rows)).clone()  # int, or one per row
+        self.nfe.index_add_(0, rows.cpu(), cost)
         return eps
 
     @abstractmethod
-    def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
-        """Return ε for ``z`` at timestep ``t`` (same shape and dtype as ``z``) and the NFE cost per row."""
+    def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int | Tensor]:
+        """Return ε for ``z`` at timestep ``t`` (same shape and dtype as ``z``) and the NFE cost per row.
+
+        The cost is one int for all rows, or a ``(B',)`` tensor when rows differ (CFG skipped where it is a no-op).
+        """
 
     def reset_counters(self) -> None:
         self.nfe.zero_()

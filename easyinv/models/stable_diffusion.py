@@ -1,0 +1,216 @@
+"""Stable Diffusion 1.x and SD-XL seen through :class:`~easyinv.models.base.InversionModel`.
+
+The runner builds it with ``hydra.utils.instantiate(cfg.model.load, name=..., resolution=..., precision=...,
+device=...)``, which lands in :meth:`StableDiffusionModel.from_pretrained`. Real checkpoints, the tiny offline models
+(``models/tiny.py``) and the random full-size SD-1.4 (``models/full_size.py``) all end in the same constructor.
+
+Dtypes (``configs/precision``): UNet and text encoders in ``precision["unet"]``, VAE in ``precision["vae"]``
+(float32 by default: SD-XL's VAE gives NaNs in fp16, ecosystem.md §2.4), latents and trajectory in
+``precision["latent"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from easyinv.inversion import Denoiser, Grid
+from easyinv.models.base import InversionModel
+from easyinv.models.conditioning import PromptEncoder, check_time_embedding, resolve_null_embedding
+from easyinv.models.denoisers import UNetDenoiser
+from easyinv.models.loading import FAMILIES, Components, load_components
+from easyinv.models.scheduler import build_ddim_scheduler, grid_from_scheduler, scheduler_facts
+
+__all__ = ["StableDiffusionModel", "parse_dtype", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def parse_dtype(name: str | torch.dtype, key: str = "precision") -> torch.dtype:
+    """``"float16"`` (or ``"fp16"``, ``torch.float16``) → ``torch.float16``; unknown names fail naming the key."""
+    if isinstance(name, torch.dtype):
+        return name
+    alias = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+    text = alias.get(str(name).lower(), str(name).lower())
+    if text not in _DTYPES:
+        raise ValueError(f"{key} must be one of {sorted(_DTYPES)}, got {name!r}")
+    return _DTYPES[text]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/``None`` → ``cuda:0`` when available, else ``cpu``."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move a frozen module to ``device``, casting only if needed (``.to(dtype)`` on a loaded model warns)."""
+    module = module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module = module.to(dtype)
+    return module.eval().requires_grad_(False)
+
+
+class StableDiffusionModel(InversionModel):
+    """An SD-1.x (``family="sd1"``) or SD-XL (``"sdxl"``) checkpoint: VAE, DDIM grid and a bound denoiser."""
+
+    def __init__(
+        self,
+        components: Components,
+        family: str,
+        *,
+        name: str,
+        resolution: int | None = None,
+        precision: Mapping[str, Any] | None = None,
+        device: str | torch.device | None = "cpu",
+        vae_sample: bool = False,
+        null_embedding: str = "auto",
+        source: str | None = None,
+    ):
+        if family not in FAMILIES:
+            raise ValueError(f"model.family must be one of {FAMILIES}, got {family!r}")
+        precision = dict(precision or {})
+        self.name = name
+        self.family = family
+        self.device = resolve_device(device)
+        self.unet_dtype = parse_dtype(precision.get("unet", "float32"), "precision.unet")
+        self.vae_dtype = parse_dtype(precision.get("vae", "float32"), "precision.vae")
+        self.latent_dtype = parse_dtype(precision.get("latent", "float32"), "precision.latent")
+        self.source = source
+        self.vae_sample = bool(vae_sample)
+
+        self.unet = _place(components.unet, self.device, self.unet_dtype)
+        self.vae = _place(components.vae, self.device, self.vae_dtype)
+        encoders = [_place(te, self.device, self.unet_dtype) for te in components.text_encoders]
+        self.prompts = PromptEncoder(family, components.tokenizers, encoders, self.device)
+        if family == "sdxl":
+            check_time_embedding(self.unet, self.prompts.projection_dim)
+        if self.vae_dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False):
+            log.warning("precision.vae=float16 on a VAE marked force_upcast (SD-XL): expect NaNs in encode/decode")
+
+        origin = f"{source or name}/scheduler"
+        self.scheduler = build_ddim_scheduler(components.scheduler_config, family, origin)
+        self.force_zeros_for_empty_prompt = bool(components.model_index.get("force_zeros_for_empty_prompt", False))
+        self.null_embedding = resolve_null_embedding(null_embedding, family, self.force_zeros_for_empty_prompt)
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        shift = getattr(self.vae.config, "shift_factor", None)
+        self.shift_factor = float(shift) if shift is not None else 0.0
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        # like the pipelines: the UNet's sample size in pixels (512 SD-1.x, 1024 SD-XL) unless the config says
+        self.resolution = int(resolution or int(self.unet.config.sample_size) * self.vae_scale_factor)
+        if self.resolution % self.vae_scale_factor:
+            raise ValueError(f"model.resolution={self.resolution} is not a multiple of the VAE factor "
+                             f"{self.vae_scale_factor}")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike,
+        family: str,
+        *,
+        name: str | None = None,
+        resolution: int | None = None,
+        precision: Mapping[str, Any] | None = None,
+        device: str | torch.device | None = "cpu",
+        vae_sample: bool = False,
+        null_embedding: str = "auto",
+        variant: str | None = None,
+        local_files_only: bool | None = None,
+    ) -> StableDiffusionModel:
+        """Load a diffusers folder or hub id (see :func:`easyinv.models.loading.load_components` for errors).
+
+        Weights are loaded directly in their target dtypes, so an fp16 run never holds an fp32 copy.
+        """
+        precision = dict(precision or {})
+        components = load_components(
+            source,
+            family,
+            unet_dtype=parse_dtype(precision.get("unet", "float32"), "precision.unet"),
+            vae_dtype=parse_dtype(precision.get("vae", "float32"), "precision.vae"),
+            variant=variant,
+            local_files_only=local_files_only,
+        )
+        return cls(
+            components,
+            family,
+            name=name or os.path.basename(os.fspath(source).rstrip("/")),
+            resolution=resolution,
+            precision=precision,
+            device=device,
+            vae_sample=vae_sample,
+            null_embedding=null_embedding,
+            source=os.fspath(source),
+        )
+
+    # -- inversion protocol ----------------------------------------------------------------------------------------
+
+    def grid(self, steps: int) -> Grid:
+        return grid_from_scheduler(self.scheduler, steps)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, seeds: Sequence[int] | None = None) -> Tensor:
+        """``(B, 3, H, W)`` in [-1, 1] → ``(B, 4, H/8, W/8)`` scaled latent in ``latent_dtype``.
+
+        Posterior mean by default (EasyInv, PnP); with ``vae_sample`` the posterior is sampled with one CPU generator
+        per row seeded by ``seeds``, so a row's latent is the same in any batch and on any device.
+        """
+        posterior = self.vae.encode(x.to(self.device, self.vae_dtype)).latent_dist
+        z = posterior.mean
+        if self.vae_sample:
+            if seeds is None or len(seeds) != x.shape[0]:
+                raise ValueError("model.load.vae_sample=true needs one seed per image")
+            noise = torch.stack(
+                [torch.randn(z.shape[1:], generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds]
+            )
+            z = z + posterior.std * noise.to(z.device, z.dtype)
+        return ((z.to(self.latent_dtype) - self.shift_factor) * self.scaling_factor).contiguous()
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """Scaled latent → ``(B, 3, H, W)`` float32 image in [-1, 1] (not clamped)."""
+        z = z.to(self.device, self.latent_dtype) / self.scaling_factor + self.shift_factor
+        return self.vae.decode(z.to(self.vae_dtype), return_dict=False)[0].float()
+
+    def denoiser(
+        self, prompts: Sequence[str], guidance_scale: float, negative_prompts: Sequence[str] | None = None
+    ) -> Denoiser:
+        """ε(z, t) for one prompt per row; the unconditional branch follows ``null_embedding`` unless
+        ``negative_prompts`` are given (one per row)."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence with one prompt per image, not a single string")
+        cond = [self.prompts(p) for p in prompts]
+        if negative_prompts is None:
+            uncond = [self.prompts.null(self.null_embedding)] * len(prompts)
+        else:
+            if len(negative_prompts) != len(prompts):
+                raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
+            uncond = [self.prompts(p) for p in negative_prompts]
+        return UNetDenoiser(self.unet, cond, uncond, guidance_scale, vae_scale_factor=self.vae_scale_factor)
+
+    def describe(self) -> dict[str, Any]:
+        facts = super().describe()
+        facts.update(
+            source=self.source,
+            device=str(self.device),
+            dtypes={"unet": str(self.unet_dtype), "vae": str(self.vae_dtype), "latent": str(self.latent_dtype)},
+            scheduler=scheduler_facts(self.scheduler),
+            vae_scaling_factor=self.scaling_factor,
+            vae_scale_factor=self.vae_scale_factor,
+            vae_sample=self.vae_sample,
+            null_embedding=self.null_embedding,
+            force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt,
+            parameters={
+                "unet": sum(p.numel() for p in self.unet.parameters()),
+                "vae": sum(p.numel() for p in self.vae.parameters()),
+                "text_encoders": sum(p.numel() for te in self.prompts.text_encoders for p in te.parameters()),
+            },
+        )
+        return facts

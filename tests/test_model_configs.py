@@ -1,0 +1,54 @@
+"""configs/model/*.yaml compose, and the runner's instantiate call builds a model from them."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from easyinv.models.loading import ModelNotFoundError
+from easyinv.validation import CONFIG_DIR
+
+MODELS = {"sd14": ("sd1", 512), "sdxl": ("sdxl", 1024), "tiny-sd": ("sd1", 64), "tiny-sdxl": ("sdxl", 64),
+          "sd14-random": ("sd1", 512)}
+
+
+def _compose(model: str, *extra: str):
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        return compose("config", overrides=[f"model={model}", "experiment=none", "paths.root=/nonexistent", *extra])
+
+
+def _instantiate(cfg):
+    """Exactly the runner's call."""
+    return instantiate(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution,
+                       precision=OmegaConf.to_container(cfg.precision, resolve=True), device="cpu", _convert_="all")
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_model_config_composes(model):
+    cfg = _compose(model)
+    family, resolution = MODELS[model]
+    assert cfg.model.name == model and cfg.model.family == family and cfg.model.resolution == resolution
+    assert set(cfg.model.guidance) == {"invert", "reconstruct"}
+    assert 0 < cfg.model.easyinv.eta <= 1 and len(cfg.model.easyinv.interval) == 2
+    assert OmegaConf.to_container(cfg.model.load, resolve=True)["_target_"].startswith("easyinv.models.")
+
+
+def test_guidance_defaults_follow_the_released_code():
+    assert _compose("sd14").guidance.invert == 1.0   # 7.5 on ""/"" is a no-op
+    assert _compose("sdxl").guidance.invert == 5.0   # "" against zeros is not
+
+
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-sdxl"])
+def test_tiny_config_instantiates(model, tiny_model_cache):
+    built = _instantiate(_compose(model, f"paths.cache={tiny_model_cache}"))
+    assert built.name == model and built.resolution == 64 and built.family == MODELS[model][0]
+
+
+def test_missing_weights_surface_through_instantiate(tmp_path):
+    with pytest.raises(InstantiationException) as err:
+        _instantiate(_compose("sd14", f"paths.models={tmp_path}"))
+    assert isinstance(err.value.__cause__, ModelNotFoundError)
+    assert str(tmp_path / "stable-diffusion-v1-4") in str(err.value.__cause__)
