@@ -1,0 +1,31 @@
+"""Method name → class, for code that starts from a recorded name (reports, notebooks, scripts).
+
+The runner does not use it: it builds methods with ``hydra.utils.instantiate(cfg.method)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from baselines.ddim import DDIM
+from baselines.fixed_point import FixedPoint
+from baselines.renoise import ReNoise
+from baselines.vae_only import VAEOnly
+from easyinv.method import EasyInv
+
+__all__ = ["METHODS", "make_method"]
+
+METHODS: dict[str, type] = {
+    "vae_only": VAEOnly,
+    "ddim": DDIM,
+    "easyinv": EasyInv,
+    "renoise": ReNoise,
+    "fixed_point": FixedPoint,
+}
+
+
+def make_method(name: str, **fields: Any) -> Any:
+    """Build the method registered as ``name`` with the given fields (validated by the method itself)."""
+    if name not in METHODS:
+        raise ValueError(f"method.name must be one of {list(METHODS)}, got {name!r}")
+    return METHODS[name](name=name, **fields)

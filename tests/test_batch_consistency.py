@@ -1,0 +1,106 @@
+"""Config layer and batching: every method YAML composes with Hydra, instantiates, runs on ``model=gaussian``, and a
+batch of 3 different images gives the same latents and NFE as 3 single runs (fp32, ≤ 1e-5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from easyinv.inversion import invert, reconstruct
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+METHOD_FILES = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
+
+
+def overrides_for(*extra: str) -> list[str]:
+    """Overrides that keep the composition to the root, the model and the method, whatever else exists yet."""
+    base = ["model=gaussian", "model.resolution=16", "model.error=0.05"]
+    base.append("experiment=none" if (CONFIGS / "experiment" / "none.yaml").exists() else "~experiment")
+    for group, default in (("dataset", "samples"), ("metrics", "default")):
+        if not (CONFIGS / group / f"{default}.yaml").exists():
+            base.append(f"~{group}")
+    return [*base, *extra]
+
+
+def build(*extra: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose("config", overrides=overrides_for(*extra))
+    model = instantiate(
+        cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution, precision=dict(cfg.precision),
+        device="cpu",
+    )  # fmt: skip
+    return instantiate(cfg.method), model
+
+
+def test_every_method_file_is_covered():
+    assert METHOD_FILES == ["ddim", "easyinv", "fixed_point", "renoise", "vae_only"]
+    assert (CONFIGS / "method" / "blend" / "easyinv.yaml").exists()
+
+
+CASES = [
+    ["method=vae_only"],
+    ["method=ddim"],
+    ["method=easyinv"],
+    ["method=easyinv", "method.variant=algorithm", "method.k=2"],
+    ["method=renoise"],
+    ["method=renoise", "method.weights=released", "method.reference=clean"],
+    ["method=renoise", "+method/blend=easyinv"],
+    ["method=fixed_point"],
+    ["method=fixed_point", "method.acceleration=anderson", "method.tol=0.003"],
+    ["method=fixed_point", "method.acceleration=none", "method.tol=0.01", "+method/blend=easyinv"],
+]
+
+
+@pytest.mark.parametrize("extra", CASES, ids=[" ".join(c) for c in CASES])
+def test_batch_equals_single_runs(extra):
+    method, model = build(*extra)
+    assert ("+method/blend=easyinv" in extra) == (method.blend is not None and method.name != "easyinv")
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.tensor([0.2, 0.5, 0.9]).view(3, 1, 1, 1)  # different images converge at different speeds
+    x0 = (scales * torch.randn(3, 3, 16, 16, generator=gen)).clamp(-1, 1)
+    seeds = [10, 11, 12]
+    grid = model.grid(method.num_steps)
+    den = model.denoiser(["", "", ""], 1.0)
+    batch = invert(method, den, model.encode(x0), grid, seeds=seeds)
+    rec = model.decode(reconstruct(den, batch.z_T, grid)[-1])
+    assert torch.isfinite(rec).all()
+    for b in range(3):
+        single_den = model.denoiser([""], 1.0)
+        single = invert(method, single_den, model.encode(x0[b : b + 1]), grid, seeds=[seeds[b]])
+        assert torch.allclose(single.z_T, batch.z_T[b : b + 1], rtol=0, atol=1e-5)
+        assert single.nfe.tolist() == batch.nfe[b : b + 1].tolist()
+    if "method.tol=0.003" in extra or "method.tol=0.01" in extra:
+        assert int(batch.nfe.min()) < 120  # the early stop fired
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        (["method=easyinv", "method.eta=1.5"], "method.eta"),
+        (["method=easyinv", "method.interval=[0.3,0.2]"], "method.interval"),
+        (["method=easyinv", "method.interval=[0.2,0.2]"], "method.interval"),
+        (["method=easyinv", "method.k=0"], "method.k"),
+        (["method=easyinv", "method.variant=paper"], "method.variant"),
+        (["method=fixed_point", "method.iters=-1"], "method.iters"),
+        (["method=fixed_point", "method.acceleration=broyden"], "method.acceleration"),
+        (["method=renoise", "method.K=-1"], "method.K"),
+        (["method=renoise", "method.weights=xl"], "method.weights"),
+        (["method=ddim", "method.num_steps=0"], "method.num_steps"),
+        (["method=ddim", "+method/blend=easyinv", "method.blend.eta=2"], "method.blend.eta"),
+        (["method=vae_only", "method.num_steps=50"], "method.num_steps"),
+    ],
+)
+def test_invalid_config_values_raise_naming_the_key(extra, key):
+    with pytest.raises(InstantiationException, match=key.replace(".", r"\.")) as info:
+        build(*extra)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_easyinv_with_the_blend_group_is_rejected():
+    with pytest.raises(InstantiationException, match="blend"):
+        build("method=easyinv", "+method/blend=easyinv")
