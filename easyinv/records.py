@@ -124,15 +124,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _primitive(key: str, value: Any) -> Any:
-    """Check a value is JSON-primitive; non-finite floats become null (strict JSON has no NaN/inf)."""
+    """Check a value is JSON-primitive; NaN becomes null and ±inf the strings "inf"/"-inf" (strict JSON has neither).
+
+    Infinity is a real result (PSNR of identical images), so it is kept; readers coerce it back to float.
+    """
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float) or hasattr(value, "item"):  # numpy / 0-d torch scalars
         number = value.item() if hasattr(value, "item") else value
-        if isinstance(number, float) and not math.isfinite(number):
+        if isinstance(number, float) and math.isnan(number):
             return None
+        if isinstance(number, float) and math.isinf(number):
+            return "inf" if number > 0 else "-inf"
         return number
     raise TypeError(f"record field {key!r}: {type(value).__name__} is not a primitive (str, int, float, bool, None)")
 

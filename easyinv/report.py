@@ -62,15 +62,18 @@ DAGGER_NOTE = ("LPIPS from a random or unverified VGG trunk (metrics.lpips.rando
 
 
 def mean_ci(values: Iterable[float], level: float = 0.95) -> tuple[float, float, int]:
-    """Mean, half width of the t-based ``level`` confidence interval, and n, over the finite values.
+    """Mean, half width of the t-based ``level`` confidence interval, and n, over the non-missing values.
 
     Half width = t_{(1+level)/2, n-1} · s / √n with s the sample standard deviation (ddof 1); NaN when n < 2.
+    An infinite value (PSNR of a pixel-identical reconstruction) makes the mean infinite and the interval NaN.
     """
     x = np.asarray(pd.to_numeric(pd.Series(list(values), dtype="object"), errors="coerce"), dtype=float)
-    x = x[np.isfinite(x)]
+    x = x[~np.isnan(x)]
     n = int(x.size)
     if n == 0:
         return math.nan, math.nan, 0
+    if not np.isfinite(x).all():
+        return float(x.mean()), math.nan, n
     if n == 1:
         return float(x[0]), math.nan, 1
     half = float(stats.t.ppf((1 + level) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
@@ -270,6 +273,8 @@ LATEX = _Style(latex=True)
 
 
 def _num(value: float, decimals: int, style: _Style, signed: bool = False) -> str:
+    if value is not None and math.isinf(value):
+        return ("+" if signed and value > 0 else "-" if value < 0 else "") + (r"$\infty$" if style.latex else "∞")
     if value is None or not math.isfinite(value):
         return style.missing
     return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"

@@ -112,7 +112,8 @@ def test_tune_and_eval_subsets_partition_the_items(tmp_path):
     assert set(tune).isdisjoint(held) and sorted(tune + held) == full
     assert 4 <= len(tune) <= 20  # about 30 % of 40
     # membership depends on the id alone: a limit never moves an image from one split to the other
-    limited = [it.id for it in FolderDataset(root=tmp_path, name="f", subset="tune", limit=3, tune_fraction=0.3).items()]
+    limited = FolderDataset(root=tmp_path, name="f", subset="tune", limit=3, tune_fraction=0.3).items()
+    limited = [it.id for it in limited]
     assert limited == tune[:3]
     with pytest.raises(ValueError, match="dataset.subset"):
         FolderDataset(root=tmp_path, name="f", subset="train")

@@ -174,3 +174,17 @@ def test_cli_writes_tables(run_dir, tmp_path, capsys):
     assert main([str(run_dir), "--out", str(tmp_path / "cli"), "--no-figures", "--paper", "none"]) == 0
     assert (tmp_path / "cli" / "table1.md").is_file() and "table1_md" in capsys.readouterr().out
     assert "Paper" not in (tmp_path / "cli" / "table1.md").read_text()
+
+
+def test_identical_reconstruction_keeps_an_infinite_psnr(tmp_path):
+    """PSNR of a pixel-identical image is +inf: it survives the record round trip and prints as ∞, not as missing."""
+    with RecordWriter(tmp_path / "records.jsonl") as writer:
+        for i, value in enumerate((30.0, math.inf)):
+            writer.append(Record(item_id=f"x/{i}", method="vae_only", method_label="vae_only", dataset="d", model="m",
+                                 precision="fp32", config_hash="h", psnr=value, ssim=1.0, lpips=0.0, nfe=0,
+                                 device="cpu"))
+    df = read_records([tmp_path])
+    assert math.isinf(df.psnr.max())
+    assert mean_ci(df.psnr)[0] == math.inf and math.isnan(mean_ci(df.psnr)[1])
+    written = write_report([tmp_path], tmp_path / "out", paper_dir=None, figures=False)
+    assert "| ∞ |" in written["table1_md"].read_text()
