@@ -1,0 +1,67 @@
+# easyinv-bench — `make help` lists the targets. Two commands do all set-up on a fresh machine:
+#   make demo    # creates .venv, runs the Table-1 protocol on the bundled images with the Gaussian model (CPU)
+#   make test    # creates .venv, runs the default test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BENCH := $(VENV)/bin/easyinv-bench
+REPORT := $(VENV)/bin/easyinv-report
+MODEL_DIR ?= $(CURDIR)/models
+COCO_DIR ?= $(CURDIR)/coco
+ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup demo test test-slow lint format tiny-models tables reproduce-table1 reproduce-table2 \
+        sweep-easyinv sweep-report notebooks bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv with the pinned set (idempotent)
+
+demo: setup  ## Table-1 protocol on the bundled images, Gaussian model, CPU → results/demo/
+	$(BENCH) $(ARGS)
+
+test: setup  ## the default test suite (CPU, offline, no slow tests)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: setup  ## only the slow tests
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check easyinv baselines scripts tests
+
+format: setup
+	$(VENV)/bin/ruff format easyinv baselines scripts tests
+
+tiny-models: setup  ## build the tiny random SD-1.x / SD-XL folders into .cache/tiny-models
+	$(PY) scripts/make_tiny_models.py
+
+reproduce-table1: setup  ## EasyInv Table 1 on SD-1.4 fp16 + COCO (MODEL_DIR=..., COCO_DIR=...) → results/table1/
+	$(BENCH) experiment=table1 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
+
+reproduce-table2: setup  ## EasyInv Table 2 (fp16 vs fp32) → results/table2/
+	$(BENCH) experiment=table2 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
+
+tables: setup  ## re-write tables and figures from existing records (RUNS=results/runs/table1 OUT=results/table1)
+	$(REPORT) $(or $(RUNS),results/runs/table1) --out $(or $(OUT),results/table1)
+
+sweep-easyinv: setup  ## EasyInv η × interval × k sweep (Gaussian model, demo data) → results/sweep_easyinv/
+	$(BENCH) experiment=sweep_easyinv $(ARGS)
+
+sweep-report: setup  ## aggregate a sweep root (SWEEP=results/runs/sweep_easyinv OUT=results/sweep_easyinv)
+	$(REPORT) $(or $(SWEEP),results/runs/sweep_easyinv) --out $(or $(OUT),results/sweep_easyinv) --sweep
+
+bench: setup  ## UNet calls, per-image time and share outside the UNet per method (scripts/bench.py)
+	$(PY) scripts/bench.py $(ARGS)
+
+clean:  ## remove run records (results/runs) and caches, keep .venv
+	rm -rf results/runs .cache

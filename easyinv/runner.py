@@ -1,0 +1,305 @@
+"""One benchmark job: a dataset through encode → invert → reconstruct → decode → metrics, one durable record per image.
+
+The job's directory is a function of the experiment and its overrides, so running the same command again finds
+``records.jsonl`` and skips every (image, config) pair already recorded: a killed run loses at most the batch in
+flight. Bad items, non-finite latents and per-batch exceptions become records with a status, never a lost run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from easyinv.data.base import Item, SkipItem
+from easyinv.figures import recon_png_path, ref_png_path, save_png
+from easyinv.inversion import invert, reconstruct
+from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
+from easyinv.records import RecordWriter, config_hash, done_keys, environment_info, read_records, write_run_manifest
+from easyinv.validation import ConfigError, check_run_config, resolve_device
+
+log = logging.getLogger(__name__)
+
+# Keys that do not change a record's numbers: where things are, how fast, how many, what is kept on disk.
+_NOT_IN_HASH = ("paths", "hydra", "experiment_name", "device", "batch_size", "save_png", "png_limit", "report_dir")
+
+
+def image_seed(run_seed: int, item_id: str) -> int:
+    """Per-image seed from the run seed and the image id: independent of order, batching and resuming."""
+    digest = hashlib.sha256(f"{run_seed}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def numbers_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config less what cannot change the numbers; its hash keys the records."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    for key in _NOT_IN_HASH:
+        container.pop(key, None)
+    container.get("model", {}).get("load", {}).pop("source", None)  # the same weights may live anywhere
+    for key in ("limit", "offset", "root", "manifest", "hash_files"):
+        container.get("dataset", {}).pop(key, None)
+    container.get("metrics", {}).get("lpips", {}).pop("trunk_path", None)
+    return container
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if k != "_target_":
+                out.update(_flatten(f"{prefix}.{k}", v))
+        return out
+    if isinstance(value, list | tuple):
+        return {prefix: str(list(value))}
+    return {prefix: value}
+
+
+def method_label(name: str, overrides: Sequence[str]) -> str:
+    """``easyinv`` or, for a job with method overrides, ``easyinv[eta=0.3,k=2]`` (sweeps keep configs apart)."""
+    parts = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key.startswith("method.") or key.startswith("method/"):
+            parts.append(o.lstrip("+~").removeprefix("method.").removeprefix("method/"))
+    return f"{name}[{','.join(sorted(parts))}]" if parts else name
+
+
+def _build(node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate`` that surfaces our own one-line errors instead of Hydra's wrapper around them.
+
+    A ValueError from a constructor is a bad config value (its message names the key); a FileNotFoundError is a
+    missing model folder, dataset or LPIPS trunk (its message names the path and the fix).
+    """
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, FileNotFoundError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(str(cause).splitlines()[0]) from cause
+        raise
+
+
+class PhaseTimer:
+    """Wall time per phase, CUDA-synchronised so asynchronous kernels are charged to the phase that queued them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class Job:
+    """Everything one job needs, built in the order that lets bad configs fail before weights load."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.method = _build(cfg.method)
+        check_run_config(cfg)
+        self.dataset = _build(cfg.dataset)
+        self.label = method_label(str(cfg.method.name), overrides)
+        self.hash = config_hash(numbers_config(cfg))
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(resolved, dict)
+        self.extra = _flatten("method", resolved["method"])
+        self.records_path = run_dir / "records.jsonl"
+
+    def pending(self) -> tuple[list[Item], list[Item]]:
+        """All items in dataset order, and those not yet recorded under this config hash."""
+        items = self.dataset.items()
+        done = done_keys(self.records_path)
+        return items, [it for it in items if (it.id, self.hash) not in done]
+
+    def run(self) -> float | None:
+        items, todo = self.pending()
+        log.info("%s: %d items, %d to do, config %s, run dir %s", self.label, len(items), len(todo), self.hash,
+                 self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(str(self.cfg.device))
+        self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        # a missing LPIPS trunk fails here, before the weights load
+        self.metrics = ImageMetrics(self.cfg.metrics, device=self.device)
+        if todo:
+            self._run_items(items, todo)
+        return self.objective()
+
+    def objective(self) -> float | None:
+        """Mean of ``cfg.objective`` over this config's ok rows (what an Optuna sweep minimises)."""
+        key = self.cfg.get("objective")
+        if not key or not self.records_path.exists():
+            return None
+        df = read_records([self.records_path])
+        df = df[(df.config_hash == self.hash) & (df.status == "ok")]
+        return float(df[key].mean()) if len(df) and key in df else None
+
+    def _run_items(self, items: list[Item], todo: list[Item]) -> None:
+        cfg = self.cfg
+        self.model = _build(
+            cfg.model.load,
+            name=cfg.model.name,
+            resolution=cfg.model.resolution,
+            precision=OmegaConf.to_container(cfg.precision, resolve=True),
+            device=str(self.device),
+        )
+        self.grid = self.model.grid(self.method.num_steps)
+        write_run_manifest(self.run_dir, {
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "config_hash": self.hash,
+            "method_label": self.label,
+            "model": self.model.describe(),
+            "dataset": self.dataset.describe(),
+            "metrics": self.metrics.describe(),
+            "grid": {"timesteps": list(self.grid.timesteps)},
+            "environment": environment_info(self.device),
+        }, device=self.device)
+        position = {it.id: n for n, it in enumerate(items)}
+        writer = RecordWriter(self.records_path)
+        first = True
+        bs = int(cfg.batch_size)
+        with tqdm(total=len(todo), desc=self.label, unit="img", dynamic_ncols=True) as bar:
+            for start in range(0, len(todo), bs):
+                batch = todo[start:start + bs]
+                for row in self._run_batch(batch, warmup=first, position=position):
+                    writer.append(row)
+                first = False
+                bar.update(len(batch))
+
+    def _base_row(self, item: Item, seed: int) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "item_id": item.id,
+            "dataset": str(cfg.dataset.name),
+            "model": str(cfg.model.name),
+            "method": str(cfg.method.name),
+            "method_label": self.label,
+            "precision": str(cfg.precision.name),
+            "config_hash": self.hash,
+            "seed": seed,
+            "device": self.device_name,
+            "batch_size": int(cfg.batch_size),
+            "prompt": item.prompt,
+            **self.extra,
+        }
+
+    def _run_batch(self, batch: list[Item], warmup: bool, position: dict[str, int]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        images, good = [], []
+        for item in batch:
+            seed = image_seed(int(self.cfg.seed), item.id)
+            try:
+                images.append(self.dataset.load(item, int(self.model.resolution)))
+                good.append(item)
+            except SkipItem as e:
+                rows.append(self._base_row(item, seed) | {"status": "skipped", "reason": e.reason})
+        if not good:
+            return rows
+        seeds = [image_seed(int(self.cfg.seed), it.id) for it in good]
+        base = [self._base_row(it, s) for it, s in zip(good, seeds, strict=True)]
+        try:
+            result = self._compute(good, np.stack(images), seeds)
+        except Exception as e:  # noqa: BLE001 - one bad batch (OOM, a library error) must not end the run
+            log.exception("batch %s failed", [it.id for it in good])
+            reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return rows + [b | {"status": "error", "reason": reason, "warmup": warmup} for b in base]
+        for b, r, item in zip(base, result, good, strict=True):
+            rows.append(b | r | {"warmup": warmup})
+            if r["status"] == "ok" and self._keep_png(position[item.id]):
+                self._save_pngs(item, r.pop("_ref"), r.pop("_rec"))
+            r.pop("_ref", None)
+            r.pop("_rec", None)
+        for row in rows:
+            row.pop("_ref", None)
+            row.pop("_rec", None)
+        return rows
+
+    def _keep_png(self, index: int) -> bool:
+        return bool(self.cfg.save_png) and (self.cfg.png_limit is None or index < int(self.cfg.png_limit))
+
+    def _save_pngs(self, item: Item, ref: np.ndarray, rec: np.ndarray) -> None:
+        save_png(ref, ref_png_path(self.run_dir, item.id))
+        save_png(rec, recon_png_path(self.run_dir, self.label, item.id))
+
+    @torch.no_grad()
+    def _compute(self, items: list[Item], images: np.ndarray, seeds: list[int]) -> list[dict[str, Any]]:
+        cfg, model, B = self.cfg, self.model, len(items)  # noqa: N806
+        timer = PhaseTimer(self.device)
+        prompts = [it.prompt for it in items]
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
+        with timer("encode"):
+            z0 = model.encode(x, seeds)
+        eps_inv = model.denoiser(prompts, float(cfg.guidance.invert))
+        with timer("invert"):
+            inversion = invert(self.method, eps_inv, z0, self.grid, seeds)
+        eps_rec = model.denoiser(prompts, float(cfg.guidance.reconstruct))
+        with timer("reconstruct"):
+            z_rec = reconstruct(eps_rec, inversion.z_T, self.grid)[-1]
+        with timer("decode"):
+            x_rec = model.decode(z_rec)
+        finite = {
+            "z_T": torch.isfinite(inversion.z_T).flatten(1).all(1).cpu(),
+            "z_0 reconstruction": torch.isfinite(z_rec).flatten(1).all(1).cpu(),
+            "decoded image": torch.isfinite(x_rec).flatten(1).all(1).cpu(),
+        }
+        rec_u8 = to_uint8(torch.nan_to_num(x_rec.float().cpu())).permute(0, 2, 3, 1).numpy()
+        with timer("metrics"):
+            scores = self.metrics.measure(rec_u8, images)
+            mse = latent_mse(z_rec.float(), z0.float()).cpu()
+        nfe_inv = inversion.nfe.cpu()
+        nfe_rec = eps_rec.nfe.cpu()
+        unet_s = (eps_inv.seconds + eps_rec.seconds) / B
+        phases = {f"t_{k}": v / B for k, v in timer.seconds.items()}
+        out = []
+        for b in range(B):
+            bad = [name for name, ok in finite.items() if not bool(ok[b])]
+            nfe = int(nfe_inv[b] + nfe_rec[b])
+            row: dict[str, Any] = {
+                "nfe": nfe,
+                "nfe_invert": int(nfe_inv[b]),
+                "nfe_reconstruct": int(nfe_rec[b]),
+                **phases,
+                "t_total": sum(phases.values()),
+                "unet_seconds": unet_s,
+                "ms_per_nfe": 1000 * unet_s / nfe if nfe else None,
+            }
+            if bad:
+                row |= {"status": "nonfinite", "reason": "non-finite values in " + ", ".join(bad)}
+            else:
+                row |= {"status": "ok", "reason": "", "latent_mse": float(mse[b]), **scores[b]}
+                row |= {"_ref": images[b], "_rec": rec_u8[b]}
+            out.append(row)
+        return out
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run one job in Hydra's output directory for this job; returns the objective for tuning sweeps."""
+    hc = HydraConfig.get()
+    job = Job(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
+    return job.run()

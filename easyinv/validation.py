@@ -1,0 +1,73 @@
+"""Config checks that must fail in one line, before any dataset is read or any weight is loaded."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+GROUPS = ("model", "method", "precision", "dataset", "metrics", "experiment", "paths")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and the valid choices."""
+
+
+def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """Option names of a config group (``configs/<group>/<name>.yaml``), sorted."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def check_cli_choices(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Reject ``group=unknown`` overrides with one line naming the valid choices (Hydra prints a screenful)."""
+    for arg in argv:
+        m = re.fullmatch(r"[+~]*([A-Za-z_/]+)=(.*)", arg)
+        if not m:
+            continue
+        key, value = m.group(1), m.group(2)
+        group = key
+        if group not in GROUPS and not (key.startswith("method/") and (config_dir / key).is_dir()):
+            continue
+        if "(" in value or not value:  # sweeper functions such as choice(...) or glob(...): Hydra checks those
+            continue
+        valid = group_choices(group, config_dir)
+        for choice in value.split(","):
+            if choice not in valid:
+                raise ConfigError(f"{key}={choice} is not a valid choice; valid: {', '.join(valid)}")
+
+
+def dtype(name: str, key: str) -> torch.dtype:
+    """Map a dtype name from the precision group to torch, naming the key when it is wrong."""
+    if name not in DTYPES:
+        raise ConfigError(f"{key}={name} is not a valid dtype; valid: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Protocol keys that no constructor checks (the method and dataset validate themselves)."""
+    for part in ("unet", "vae", "latent"):
+        dtype(cfg.precision[part], f"precision.{part}")
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    for phase in ("invert", "reconstruct"):
+        if float(cfg.guidance[phase]) < 0:
+            raise ConfigError(f"guidance.{phase} must be >= 0, got {cfg.guidance[phase]}")
+    if cfg.png_limit is not None and int(cfg.png_limit) < 0:
+        raise ConfigError(f"png_limit must be null or >= 0, got {cfg.png_limit}")
+    device = str(cfg.device)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise ConfigError(f"device={device} is not valid; valid: auto, cpu, cuda, cuda:N, mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} but no CUDA device is available; use device=cpu or device=auto")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
