@@ -1,0 +1,53 @@
+"""The real ``easyinv-bench`` app in a subprocess: the embedded default (demo multirun + report), one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "easyinv", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_default_experiment_runs_the_demo_protocol_and_writes_the_report(tmp_path):
+    out = bench("dataset.limit=2", f"paths.root={tmp_path}", cwd=tmp_path)  # no experiment given: demo
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted(p.name for p in (tmp_path / "results" / "runs" / "demo").iterdir() if p.is_dir())
+    assert runs == [f"method={m}" for m in sorted(["vae_only", "ddim", "renoise", "fixed_point", "easyinv"])]
+    table = pd.read_csv(tmp_path / "results" / "demo" / "table1.csv")
+    assert len(table) == 5 and (table.n_ok == 2).all()
+    assert "## Table 1" in out.stdout  # the table is printed at the end
+    assert (tmp_path / "results" / "demo" / "figures").is_dir()
+    again = bench("dataset.limit=2", f"paths.root={tmp_path}", cwd=tmp_path)  # resumes: nothing left to do
+    assert again.returncode == 0 and "0 to do" in again.stderr + again.stdout
+
+
+def test_unknown_choice_is_one_line_naming_the_valid_ones(tmp_path):
+    out = bench("experiment=none", "method=easyinvv", cwd=tmp_path)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "method=easyinvv" in lines[0] and "easyinv" in lines[0] and "ddim" in lines[0]
+
+
+def test_invalid_value_is_one_line_before_any_model_loads(tmp_path):
+    out = bench("experiment=none", "model=sd14", "paths.models=/nonexistent", "method=easyinv", "method.eta=1.5",
+                f"paths.root={tmp_path}", cwd=tmp_path)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == "easyinv-bench: method.eta must be in [0, 1], got 1.5"
+
+
+def test_missing_model_folder_is_one_clear_line(tmp_path):
+    out = bench("experiment=none", "model=sd14", f"paths.models={tmp_path}/models", "dataset.limit=1",
+                "metrics.lpips.random_trunk=true", f"paths.root={tmp_path}", cwd=tmp_path)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert f"{tmp_path}/models/stable-diffusion-v1-4" in last and "huggingface-cli download" in last
+    assert "Traceback" not in out.stderr
