@@ -181,7 +181,9 @@ def qualitative_grid(
             else:
                 top[c].text(0.5, 0.5, "not saved", ha="center", va="center", fontsize=7, color="gray")
             psnr = df.loc[(df["label"] == label) & (df["item_id"] == item), "psnr"]
-            score = f"{psnr.iloc[0]:.2f} dB" if len(psnr) and pd.notna(psnr.iloc[0]) else "no PSNR"
+            value = psnr.iloc[0] if len(psnr) else None
+            score = "no PSNR" if value is None or pd.isna(value) else (
+                "∞ dB (identical)" if np.isinf(value) else f"{value:.2f} dB")
             top[c].set_title(f"{textwrap.shorten(label, 24)}\n{score}", fontsize=7)
             if err is not None:
                 image = bottom[c].imshow(err, cmap="magma", vmin=0, vmax=vmax)
