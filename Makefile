@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup demo test test-slow lint format tiny-models tables reproduce-table1 reproduce-table2 \
-        sweep-easyinv sweep-report notebooks bench clean
+        sweep-easyinv sweep-report tune-easyinv notebooks bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,14 @@ sweep-easyinv: setup  ## EasyInv η × interval × k sweep (Gaussian model, demo
 
 sweep-report: setup  ## aggregate a sweep root (SWEEP=results/runs/sweep_easyinv OUT=results/sweep_easyinv)
 	$(REPORT) $(or $(SWEEP),results/runs/sweep_easyinv) --out $(or $(OUT),results/sweep_easyinv) --sweep
+
+tune-easyinv: setup  ## Optuna TPE on the tune split, best setting scored on the held-out eval split
+	$(PY) scripts/tune_then_eval.py $(ARGS)
+
+notebooks: setup  ## run notebooks/*.ipynb on the demo and sweep results → results/notebooks/
+	mkdir -p results/notebooks
+	$(PY) -m papermill notebooks/results.ipynb results/notebooks/results.ipynb --cwd notebooks -p runs_dir $(CURDIR)/results/runs/demo
+	$(PY) -m papermill notebooks/sweeps.ipynb results/notebooks/sweeps.ipynb --cwd notebooks -p sweep_dir $(CURDIR)/results/runs/sweep_easyinv
 
 bench: setup  ## UNet calls, per-image time and share outside the UNet per method (scripts/bench.py)
 	$(PY) scripts/bench.py $(ARGS)

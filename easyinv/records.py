@@ -45,7 +45,7 @@ STATUSES = ("ok", "skipped", "nonfinite", "error")
 
 # Parts of the resolved config that do not change a record's numbers (mirrors hydra's override_dirname exclusions).
 HASH_EXCLUDE = (
-    "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "report_dir",
+    "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "report_dir", "objective",
     "dataset.limit", "metrics.lpips.trunk_path",
 )
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "lpips", "torchmetrics", "hydra-core",

@@ -4,12 +4,13 @@ Every aggregate is a pure function of the per-image records (``easyinv.records``
 per image (never pooled), with a t-based 95 % confidence interval; timing uses ``ok`` rows that are not the warm-up
 image. Output is Markdown, LaTeX and CSV with fixed decimals, so an unchanged run re-reports byte for byte.
 
-Command line: ``easyinv-report RUN_DIR... [--out DIR] [--paper results/paper | none] [--no-figures]``.
+Command line: ``easyinv-report RUN_DIR... [--out DIR] [--paper results/paper | none] [--no-figures] [--sweep]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import math
@@ -28,9 +29,13 @@ __all__ = [
     "DEFAULT_PAPER_DIR",
     "best_configs",
     "load_paper",
+    "markdown_table",
     "main",
     "mean_ci",
     "summarize",
+    "sweep_axes",
+    "sweep_markdown",
+    "sweep_slice",
     "swept_keys",
     "sweep_table",
     "table1",
@@ -237,7 +242,8 @@ def table2(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None) ->
 # --------------------------------------------------------------------------------------------------------------------
 
 DECIMALS = {"lpips": 3, "ssim": 3, "psnr": 3, "latent_mse": 5, "time_s": 2}
-HEADERS = {"lpips": "LPIPS ↓", "ssim": "SSIM ↑", "psnr": "PSNR ↑", "time_s": "Time/img (s)"}
+HEADERS = {"lpips": "LPIPS ↓", "ssim": "SSIM ↑", "psnr": "PSNR ↑", "latent_mse": "latent MSE ↓",
+           "time_s": "Time/img (s)"}
 
 
 @dataclass(frozen=True)
@@ -359,17 +365,26 @@ CSV_COLUMNS = (
 )
 
 
+_TITLES = {"table1": "Table 1: inversion methods", "table2": "Table 2: precision"}
+
+
+def markdown_table(table: pd.DataFrame, name: str = "table1") -> str:
+    """The Markdown text of ``<name>.md`` for a table1/table2 frame (caption, table, notes): notebooks show it."""
+    caption = _caption(table, _TITLES.get(name, name))
+    notes = _notes(table, PAPER_SETTINGS.get(name, "published numbers"))
+    md = [f"## {caption[0]}", "", caption[1], "", _markdown(_display(table, MARKDOWN)), ""]
+    md += [f"{n}  " if i < len(notes) - 1 else n for i, n in enumerate(notes)]
+    return "\n".join(md) + "\n"
+
+
 def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str, Path]:
     """``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (all columns, 6 decimals) for a table1/table2 frame."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = {"table1": "Table 1: inversion methods", "table2": "Table 2: precision"}.get(name, name)
-    setting = PAPER_SETTINGS.get(name, "published numbers")
+    title, setting = _TITLES.get(name, name), PAPER_SETTINGS.get(name, "published numbers")
     caption, notes = _caption(table, title), _notes(table, setting)
-    md = [f"## {caption[0]}", "", caption[1], "", _markdown(_display(table, MARKDOWN)), ""]
-    md += [f"{n}  " if i < len(notes) - 1 else n for i, n in enumerate(notes)]
     paths = {"md": out_dir / f"{name}.md", "tex": out_dir / f"{name}.tex", "csv": out_dir / f"{name}.csv"}
-    paths["md"].write_text("\n".join(md) + "\n", encoding="utf-8")
+    paths["md"].write_text(markdown_table(table, name), encoding="utf-8")
     shown = _display(table, LATEX)
     latex = shown.to_latex(index=False, escape=False, column_format="l" + "r" * (shown.shape[1] - 1))
     visible_notes = " ".join(LATEX.escape(n) for n in notes)
@@ -395,15 +410,114 @@ def swept_keys(df: pd.DataFrame) -> list[str]:
     return keys
 
 
+SWEEP_CONTEXT = ("dataset", "model", "method", "precision", "device")
+LIST_PARTS = ("start", "end")  # names of a two-element list's parts: [start, end] windows such as method.interval
+
+
+def _number_list(value: Any) -> list[float] | None:
+    """A list as records store it (``"[0.05, 0.25]"``) → its numbers; None when it is not a list of numbers."""
+    parsed: Any = value
+    if isinstance(value, str):
+        try:
+            parsed = ast.literal_eval(value)  # records hold JSON lists or Python list reprs: both parse here
+        except (ValueError, SyntaxError):
+            return None
+    if not isinstance(parsed, list | tuple) or not parsed:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in parsed):
+        return None
+    return [float(v) for v in parsed]
+
+
+def _list_parts(values: pd.Series) -> dict[str, pd.Series]:
+    """``{"start": ..., "end": ...}`` for a column of two-number lists (``{"0": ..., "1": ..., ...}`` for another
+    common length); empty when the column is not a list of numbers of one length throughout."""
+    parsed = [_number_list(v) for v in values]
+    lengths = {len(v) for v in parsed if v is not None}
+    if any(v is None for v in parsed) or len(lengths) != 1:
+        return {}
+    n = lengths.pop()
+    names = LIST_PARTS if n == len(LIST_PARTS) else tuple(str(i) for i in range(n))
+    lists = [v for v in parsed if v is not None]
+    return {name: pd.Series([v[i] for v in lists], index=values.index, dtype="float64") for i, name in enumerate(names)}
+
+
+def _is_number_column(values: pd.Series) -> bool:
+    present = values.dropna()
+    return len(present) > 0 and all(isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
+                                    for v in present)
+
+
 def sweep_table(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """One row per configuration of the swept ``keys``: the :func:`summarize` columns; ``attrs["keys"]`` holds keys."""
+    """One row per configuration of the swept ``keys``: the :func:`summarize` columns; ``attrs["keys"]`` holds keys.
+
+    A key whose values are number lists (``method.interval``) also gets one numeric column per element,
+    ``<key>.start``/``<key>.end`` for pairs, so it can be plotted and is sorted by value rather than as text.
+    """
     missing = [k for k in keys if k not in df.columns]
     if missing:
         raise KeyError(f"sweep_table: records have no column(s) {missing}; swept keys are {swept_keys(df)}")
-    by = ["dataset", "model", "method", "precision", "device", *keys]
-    table = summarize(df, by=by).sort_values(by, kind="stable", na_position="last").reset_index(drop=True)
+    by = [*SWEEP_CONTEXT, *keys]
+    table = summarize(df, by=by)
+    order = list(SWEEP_CONTEXT)
+    for key in keys:
+        for name, values in _list_parts(table[key]).items():
+            table[f"{key}.{name}"] = values
+            order.append(f"{key}.{name}")
+        order.append(key)
+    table = table.sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
     table.attrs["keys"] = list(keys)
     return table
+
+
+def sweep_axes(sweep: pd.DataFrame, keys: Sequence[str] | None = None) -> dict[str, str]:
+    """The numeric columns along which a :func:`sweep_table` varies, each mapped to the swept key it comes from.
+
+    Numeric keys map to themselves; a list key contributes its parts, each only if it adds information to the parts
+    before it: a window swept as [0.05, 0.25] and [0.0, 0.5] gives ``<key>.start`` alone, as its end follows.
+    """
+    keys = list(keys if keys is not None else sweep.attrs.get("keys", []))
+    axes: dict[str, str] = {}
+    for key in keys:
+        if _is_number_column(sweep[key]):
+            if sweep[key].nunique() > 1:
+                axes[key] = key
+            continue
+        kept: list[str] = []
+        for name in _list_parts(sweep[key]):
+            column = f"{key}.{name}"
+            before = len(sweep[kept].drop_duplicates()) if kept else 1
+            if column in sweep and len(sweep[[*kept, column]].drop_duplicates()) > before:
+                kept.append(column)
+        axes.update(dict.fromkeys(kept, key))
+    return axes
+
+
+def sweep_slice(
+    sweep: pd.DataFrame, x: str, y: str, metric: str, keys: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``metric`` means on the ``x`` × ``y`` grid, every other swept key held at the metric's best configuration.
+
+    Returns the grid (index: values of ``y``, columns: values of ``x``, NaN where that configuration was not run)
+    and the held values. Holding the others at the optimum shows the landscape through the best point, where a mean
+    over them would mix configurations of very different quality. Pass one context (dataset, model, method,
+    precision, device) at a time.
+    """
+    keys = list(keys if keys is not None else sweep.attrs.get("keys", []))
+    axes = sweep_axes(sweep, keys)
+    column = f"{metric}_mean"
+    scored = sweep[sweep[column].notna()]  # an infinite PSNR (identical images) is a best, as in best_configs
+    if scored.empty:
+        raise ValueError(f"sweep_slice: no {metric} in the sweep")
+    best = scored.loc[scored[column].idxmin() if LOWER_IS_BETTER[metric] else scored[column].idxmax()]
+    on_axes = {axes.get(x, x), axes.get(y, y)}
+    held = {k: best[k] for k in keys if k not in on_axes}
+    rows = sweep
+    for key, value in held.items():
+        rows = rows[rows[key].astype(str) == str(value)]
+    grid = rows.pivot_table(index=y, columns=x, values=column, aggfunc="mean", dropna=False)
+    grid = grid.reindex(index=sorted(sweep[y].dropna().unique()), columns=sorted(sweep[x].dropna().unique()))
+    return grid, {k: _plain(v) for k, v in held.items()}
 
 
 def best_configs(sweep: pd.DataFrame, keys: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -440,19 +554,38 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_sweep(sweep: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """``sweep.md``, ``sweep.csv`` and ``best_configs.json`` for a :func:`sweep_table`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def sweep_markdown(sweep: pd.DataFrame) -> str:
+    """The text of ``sweep.md``: one row per configuration (mean ± 95 % CI per metric), then the best per metric."""
     keys = sweep.attrs.get("keys", [])
     shown = {**{k: sweep[k].astype(str) for k in ["method", "precision", *keys]}, "n": sweep["n_ok"].astype(str)}
     for metric in (*QUALITY, "latent_mse", "time_s"):
         shown[HEADERS.get(metric, metric)] = [_cell(r, metric, MARKDOWN) for _, r in sweep.iterrows()]
     shown["NFE"] = [_num(v, 1, MARKDOWN) for v in sweep["nfe_mean"]]
+    lines = [f"## Sweep over {', '.join(keys)}", "", _markdown(pd.DataFrame(shown)), ""]
+    several = len(sweep[list(SWEEP_CONTEXT)].drop_duplicates()) > 1
+    best = best_configs(sweep, keys)
+    if best:
+        lines.append("Best configuration per metric (mean over images; time: warm-up excluded):")
+        lines.append("")
+    for metric, entry in best.items():
+        where = ", ".join(f"{k}={v}" for k, v in entry["config"].items())
+        if several:
+            where += " (" + ", ".join(str(entry[k]) for k in ("method", "model", "precision")) + ")"
+        value = _num(entry["value"] if entry["value"] is not None else math.nan, DECIMALS[metric], MARKDOWN)
+        lines.append(f"- {HEADERS.get(metric, metric)}: {value} at {where}")
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep(sweep: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """``sweep.md``, ``sweep.csv`` and ``best_configs.json`` for a :func:`sweep_table`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = sweep.attrs.get("keys", [])
     paths = {"sweep_md": out_dir / "sweep.md", "sweep_csv": out_dir / "sweep.csv",
              "best_configs": out_dir / "best_configs.json"}
-    paths["sweep_md"].write_text(f"## Sweep over {', '.join(keys)}\n\n{_markdown(pd.DataFrame(shown))}\n", "utf-8")
-    columns = [c for c in ["dataset", "model", "method", "precision", "device", *keys, *CSV_COLUMNS] if c in sweep]
+    paths["sweep_md"].write_text(sweep_markdown(sweep), "utf-8")
+    parts = [c for c in sweep.columns if any(c.startswith(f"{k}.") for k in keys)]
+    columns = [c for c in [*SWEEP_CONTEXT, *keys, *parts, *CSV_COLUMNS] if c in sweep]
     csv = sweep[list(dict.fromkeys(columns))]
     csv.to_csv(paths["sweep_csv"], index=False, float_format="%.6f", lineterminator="\n")
     paths["best_configs"].write_text(json.dumps(best_configs(sweep), indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -469,13 +602,22 @@ def write_report(
     out_dir: str | Path,
     paper_dir: str | Path | None = DEFAULT_PAPER_DIR,
     figures: bool = True,
+    sweep: bool | None = None,
 ) -> dict[str, Path]:
-    """Read every run's records and write Table 1 (+ Table 2 with ≥2 precisions, + the sweep when keys vary) and the
-    figures into ``out_dir``. Returns ``{"table1_md": path, ..., "fig_<stem>": path}``."""
+    """Read every run's records and write Table 1 (+ Table 2 with ≥2 precisions, + the sweep) and the figures into
+    ``out_dir``. Returns ``{"table1_md": path, ..., "fig_<stem>": path}``.
+
+    ``sweep``: None writes the sweep table, heatmaps and curves when a configuration key varies; True demands them
+    (ValueError when nothing varies); False leaves them out.
+    """
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     df = read_records(run_dirs)
     if df.empty:
         raise ValueError(f"no records under {[str(d) for d in run_dirs]}")
+    keys = swept_keys(df) if sweep is not False else []
+    if sweep and not keys:  # checked before anything is written
+        raise ValueError(f"no configuration key varies in the records under {[str(d) for d in run_dirs]}: each "
+                         "dataset/model/method/precision was run with one configuration, so there is no sweep")
     paper = load_paper(paper_dir)
     written: dict[str, Path] = {}
     for kind, path in write_table(table1(df, paper), out_dir, "table1").items():
@@ -485,13 +627,16 @@ def write_report(
         log.info("Table 2 skipped: no configuration was measured in more than one precision")
     else:
         written.update({f"table2_{kind}": path for kind, path in write_table(t2, out_dir, "table2").items()})
-    keys = swept_keys(df)
-    if keys:
-        written.update(write_sweep(sweep_table(df, keys), out_dir))
+    table = sweep_table(df, keys) if keys else None
+    if table is not None:
+        written.update(write_sweep(table, out_dir))
     if figures:
-        from easyinv.figures import write_figures  # figures import this module; import lazily to keep one direction
+        from easyinv.figures import write_figures, write_sweep_figures  # figures import this module: import lazily
 
-        for path in write_figures(df, run_dirs, Path(out_dir) / "figures"):
+        made = write_figures(df, run_dirs, Path(out_dir) / "figures")
+        if table is not None:
+            made += write_sweep_figures(table, Path(out_dir) / "figures")
+        for path in made:
             written[f"fig_{path.stem}"] = path
     return written
 
@@ -503,11 +648,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: FIRST_RUN_DIR/report)")
     parser.add_argument("--paper", default=str(DEFAULT_PAPER_DIR), help="published numbers dir, or 'none'")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument("--sweep", action="store_true",
+                        help="require a sweep: write sweep.md/.csv, best_configs.json, heatmaps and curves, and fail "
+                             "if no configuration key varies (default: written whenever one varies)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or args.run_dirs[0] / "report"
     paper = None if args.paper.lower() == "none" else args.paper
-    for name, path in write_report(args.run_dirs, out, paper_dir=paper, figures=not args.no_figures).items():
+    try:
+        written = write_report(args.run_dirs, out, paper_dir=paper, figures=not args.no_figures,
+                               sweep=True if args.sweep else None)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"easyinv-report: {e}") from None
+    for name, path in written.items():
         print(f"{name}: {path}")
     return 0
 

@@ -73,7 +73,7 @@ def main() -> None:
     else:
         table = bench(overrides, args.methods, args.images, args.out)
     print(f"overrides: {' '.join(overrides)}")
-    print(table.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else table.to_string(index=False))
+    print(table.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else table.round(3).to_string(index=False))
 
 
 def _has_tabulate() -> bool:

@@ -3,11 +3,16 @@
 Model layer: the tiny SD-1.x / SD-XL checkpoints are built once per session into a temporary cache and loaded
 through the same loader as real weights; ``reference_pipeline`` wraps a loaded model's components in diffusers' own
 pipeline, the independent reference the model tests compare against. Everything runs offline.
+
+App layer: ``easyinv_sweep`` runs one small multirun of the real app (a child process) per session; the sweep and
+notebook tests read its records, report and PNGs.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 # Any accidental hub call must fail fast instead of hanging; set before diffusers/transformers are imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,3 +85,29 @@ def reference_pipeline():
         return pipe
 
     return make
+
+
+
+def _run_app(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "easyinv", *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="session")
+def run_easyinv():
+    """``run_easyinv(*args)``: ``python -m easyinv ARGS`` in a child process, offline, one thread."""
+    return _run_app
+
+
+@pytest.fixture(scope="session")
+def easyinv_sweep(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A 2 × 2 multirun (η ∈ {0.5, 0.9} × k ∈ {1, 2}) of EasyInv on the Gaussian model, two images, PNGs saved, and
+    its end-of-sweep report. ``{"args", "root", "sweep" (the sweep root), "report"}``; shared, so read only."""
+    root = tmp_path_factory.mktemp("sweep")
+    args = ["-m", "experiment=none", "model=gaussian", "dataset.limit=2", "method=easyinv", "method.eta=0.5,0.9",
+            "method.k=1,2", "metrics.lpips.random_trunk=true", "device=cpu", "save_png=true", f"paths.root={root}",
+            f"report_dir={root / 'report'}"]
+    done = _run_app(*args)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return {"args": args, "root": root, "sweep": root / "results" / "runs" / "adhoc", "report": root / "report"}
