@@ -201,14 +201,21 @@ def load_paper(paper_dir: str | Path | None) -> dict[str, pd.DataFrame]:
 
 
 def _join_paper(summary: pd.DataFrame, paper: pd.DataFrame | None, on_precision: bool) -> pd.DataFrame:
-    """Published numbers beside ours, matched on ``method_label`` (lowercased) [and precision]; Δ = ours − paper."""
+    """Published numbers beside ours, matched on ``method_label`` (lowercased), the paper's model [and precision].
+
+    Δ = ours − paper. Rows measured on another model (the Gaussian demo, SD-XL, tiny models) get no paper numbers:
+    a difference between unlike settings would read as a result; the notes list the published numbers instead.
+    """
     out = summary.copy()
+    out.attrs["paper"] = paper
     key = out["method_label"].astype(str).str.lower()
     for col in ("lpips", "ssim", "psnr", "time_s"):
         out[f"paper_{col}"] = math.nan
     if paper is not None:
         for i, name in key.items():
             match = paper[paper["method"] == name]
+            if "model" in match.columns:
+                match = match[match["model"] == str(out.at[i, "model"])]
             if on_precision:
                 match = match[match["precision"] == _norm_precision(out.at[i, "precision"])]
             if len(match):
@@ -346,8 +353,15 @@ def _notes(table: pd.DataFrame, paper_setting: str) -> list[str]:
     notes = ["Mean ± half width of the t-based 95 % CI over images; PSNR averaged per image. Time: mean recorded "
              "t_total per image over ok images, warm-up excluded. ms/NFE: UNet time per NFE. non-UNet %: share of "
              "invert + reconstruct time outside UNet calls. Failures: images without metrics, by status."]
+    paper = table.attrs.get("paper")
     if table[[c for c in table.columns if c.startswith("paper_")]].notna().any().any():
         notes.append(f"Paper: {paper_setting}. Δ = ours − paper.")
+    elif paper is not None and len(paper):
+        published = "; ".join(
+            f"{r.label}{f' ({r.precision})' if 'precision' in paper.columns else ''}: LPIPS {r.lpips:.3f}, "
+            f"SSIM {r.ssim:.3f}, PSNR {r.psnr:.3f}, {r.time_s:g} s" for r in paper.itertuples())
+        notes.append(f"No row was measured in the paper's setting ({paper_setting}), so no paper columns; "
+                     f"published: {published}.")
     if (table["lpips_mean"].notna() & ~table["lpips_comparable"]).any():
         notes.append(f"† {DAGGER_NOTE}")
     return notes

@@ -188,3 +188,17 @@ def test_identical_reconstruction_keeps_an_infinite_psnr(tmp_path):
     assert mean_ci(df.psnr)[0] == math.inf and math.isnan(mean_ci(df.psnr)[1])
     written = write_report([tmp_path], tmp_path / "out", paper_dir=None, figures=False)
     assert "| ∞ |" in written["table1_md"].read_text()
+
+
+def test_paper_columns_only_for_the_papers_model(tmp_path):
+    """A Gaussian-model run is not compared number by number with SD-1.4; the notes list the published values."""
+    with RecordWriter(tmp_path / "records.jsonl") as writer:
+        for i in range(3):
+            writer.append(Record(item_id=f"x/{i}", method="ddim", method_label="ddim", dataset="samples",
+                                 model="gaussian", precision="fp32", config_hash="h", psnr=30.0 + i, ssim=0.9,
+                                 lpips=0.1, nfe=100, device="cpu"))
+    table = table1(read_records([tmp_path]), load_paper(DEFAULT_PAPER_DIR))
+    assert table["paper_psnr"].isna().all() and table["diff_psnr"].isna().all()
+    text = write_report([tmp_path], tmp_path / "out", figures=False)["table1_md"].read_text()
+    assert "Paper PSNR" not in text and "Δ PSNR" not in text
+    assert "DDIM Inversion" in text and "29.717" in text  # the published numbers are still quoted in the notes
