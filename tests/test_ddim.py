@@ -6,21 +6,12 @@ import math
 
 import pytest
 import torch
-from torch import Tensor
+from helpers import ConstantEps
 
 from baselines.ddim import DDIM
 from baselines.vae_only import VAEOnly
-from easyinv.inversion import Denoiser, invert, reconstruct
+from easyinv.inversion import invert, reconstruct
 from easyinv.models.gaussian import GaussianModel
-
-
-class ConstantEps(Denoiser):
-    def __init__(self, c: Tensor):
-        super().__init__(c.shape[0])
-        self.c = c
-
-    def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
-        return self.c[rows].clone(), 1
 
 
 def test_one_step_is_the_affine_update_by_hand():

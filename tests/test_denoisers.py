@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
+from helpers import PlainDDIM
 
-from easyinv.inversion import Denoiser, Grid, StepContext, ddim_step, invert, reconstruct
+from easyinv.inversion import invert, reconstruct
 from easyinv.models.conditioning import TextConditioning
 from easyinv.models.denoisers import branches_needed
 
 CAT = "a photo of the cat"
 ATOL = 1e-5  # fp32; a different batch composition changes the UNet's float32 rounding at the 1e-6 level
 
-
-@dataclass
-class PlainDDIM:
-    """Vanilla DDIM inversion step (local, so these tests do not depend on ``baselines/``)."""
-
-    num_steps: int
-    name: str = "ddim-test"
-    blend: None = None
-
-    def step(self, eps: Denoiser, z: torch.Tensor, i: int, grid: Grid, ctx: StepContext) -> torch.Tensor:
-        return ddim_step(z, eps(ctx.z_query, grid.timesteps[i]), grid.alpha_src[i], grid.alpha_tgt[i])
 
 
 def _nfe(model, prompts, w, steps=50):

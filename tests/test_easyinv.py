@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from helpers import ConstantEps
 from torch import Tensor
 
 from baselines.ddim import DDIM
@@ -15,17 +16,6 @@ from easyinv.blend import Blend
 from easyinv.inversion import Denoiser, Grid, StepContext, ddim_step, invert, reconstruct
 from easyinv.method import EasyInv
 from easyinv.models.gaussian import GaussianModel
-
-
-class ConstantEps(Denoiser):
-    """ε(z, t) = c whatever z and t."""
-
-    def __init__(self, c: Tensor):
-        super().__init__(c.shape[0])
-        self.c = c
-
-    def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
-        return self.c[rows].clone(), 1
 
 
 class LinearEps(Denoiser):

@@ -8,29 +8,17 @@ whole trajectory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 from diffusers import DDIMInverseScheduler
+from helpers import PlainDDIM
 
-from easyinv.inversion import Denoiser, Grid, StepContext, ddim_step, invert, reconstruct
+from easyinv.inversion import ddim_step, invert, reconstruct
 
 STEP_ATOL = 1e-5        # one step from the same input
 TRAJECTORY_ATOL = 1e-5  # 20-50 free-running steps: ddim_step uses diffusers' float32 coefficients
 CAT = "a photo of the cat"
 
-
-@dataclass
-class PlainDDIM:
-    """Vanilla DDIM inversion step, written here so these tests do not depend on ``baselines/``."""
-
-    num_steps: int
-    name: str = "ddim-test"
-    blend: None = None
-
-    def step(self, eps: Denoiser, z: torch.Tensor, i: int, grid: Grid, ctx: StepContext) -> torch.Tensor:
-        return ddim_step(z, eps(ctx.z_query, grid.timesteps[i]), grid.alpha_src[i], grid.alpha_tgt[i])
 
 
 def _z0(seed: int = 0, batch: int = 1) -> torch.Tensor:
