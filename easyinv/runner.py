@@ -121,6 +121,12 @@ class Job:
         self.cfg = cfg
         self.run_dir = run_dir
         self.method = _build(cfg.method)
+        blend = getattr(self.method, "blend", None)
+        if blend is not None:  # a window that selects nothing at this T is a config error, not 2,298 error rows
+            try:
+                blend.iterations(self.method.num_steps)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
         check_run_config(cfg)
         self.dataset = _build(cfg.dataset)
         self.label = method_label(str(cfg.method.name), overrides)

@@ -152,6 +152,7 @@ def test_batch_of_three_equals_three_single_runs(tmp_path):
     ("method.k=0", "method.k"),
     ("precision.unet=float8", "precision.unet"),
     ("batch_size=0", "batch_size"),
+    ("method.interval=[0.3,0.31]", "selects no iteration"),
 ])
 def test_invalid_configs_fail_before_any_model_loads(override, message, tmp_path, monkeypatch):
     loaded = []
