@@ -298,11 +298,16 @@ def failure_gallery(
     return _save(fig, Path(out_path))
 
 
-def write_figures(df: pd.DataFrame, run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    """Every figure whose inputs exist, as PNG in ``out_dir``; the others are skipped with a logged note."""
+def write_figures(
+    df: pd.DataFrame, run_dirs: Sequence[str | Path], out_dir: str | Path, items: Sequence[str] | None = None
+) -> list[Path]:
+    """Every figure whose inputs exist, as PNG in ``out_dir``; the others are skipped with a logged note.
+
+    ``items``: the image ids shown in the qualitative grid (default: the first few with saved PNGs).
+    """
     out_dir = Path(out_dir)
     made = [
-        qualitative_grid(df, run_dirs, out_dir / "qualitative_grid.png"),
+        qualitative_grid(df, run_dirs, out_dir / "qualitative_grid.png", item_ids=items),
         metric_distributions(df, out_dir / "metric_distributions.png"),
         quality_vs_cost(df, out_dir / "quality_vs_cost.png"),
         failure_gallery(df, run_dirs, out_dir / "failure_gallery.png"),

@@ -617,6 +617,7 @@ def write_report(
     paper_dir: str | Path | None = DEFAULT_PAPER_DIR,
     figures: bool = True,
     sweep: bool | None = None,
+    items: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Read every run's records and write Table 1 (+ Table 2 with ≥2 precisions, + the sweep) and the figures into
     ``out_dir``. Returns ``{"table1_md": path, ..., "fig_<stem>": path}``.
@@ -647,7 +648,7 @@ def write_report(
     if figures:
         from easyinv.figures import write_figures, write_sweep_figures  # figures import this module: import lazily
 
-        made = write_figures(df, run_dirs, Path(out_dir) / "figures")
+        made = write_figures(df, run_dirs, Path(out_dir) / "figures", items=items)
         if table is not None:
             made += write_sweep_figures(table, Path(out_dir) / "figures")
         for path in made:
@@ -665,13 +666,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true",
                         help="require a sweep: write sweep.md/.csv, best_configs.json, heatmaps and curves, and fail "
                              "if no configuration key varies (default: written whenever one varies)")
+    parser.add_argument("--items", nargs="+", default=None, metavar="ID",
+                        help="image ids for the qualitative grid (default: the first few with saved PNGs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = args.out or args.run_dirs[0] / "report"
     paper = None if args.paper.lower() == "none" else args.paper
     try:
         written = write_report(args.run_dirs, out, paper_dir=paper, figures=not args.no_figures,
-                               sweep=True if args.sweep else None)
+                               sweep=True if args.sweep else None, items=args.items)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"easyinv-report: {e}") from None
     for name, path in written.items():

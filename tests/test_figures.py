@@ -106,3 +106,15 @@ def test_grid_reads_one_run_dir_per_method_with_flat_recon_folders(tmp_path):
             writer.append(Record(item_id=ITEMS[0], method=label, method_label=label, config_hash=label, psnr=5.0))
         dirs.append(run)
     assert qualitative_grid(read_records(dirs), dirs, tmp_path / "grid.png") == tmp_path / "grid.png"
+
+
+def test_report_cli_chooses_the_grid_images(tmp_path):
+    from easyinv.report import main
+
+    run = tmp_path / "run"
+    _write_run(run, save_pngs=True)
+    main([str(run), "--out", str(tmp_path / "one"), "--items", ITEMS[1], "--paper", "none"])
+    main([str(run), "--out", str(tmp_path / "all"), "--paper", "none"])
+    with Image.open(tmp_path / "one" / "figures" / "qualitative_grid.png") as one, \
+            Image.open(tmp_path / "all" / "figures" / "qualitative_grid.png") as every:
+        assert one.size[1] < every.size[1]  # one chosen image: one row pair instead of several
