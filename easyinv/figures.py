@@ -25,16 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from easyinv.report import (
-    LOWER_IS_BETTER,
-    METRICS,
-    PAPER_ORDER,
-    SWEEP_CONTEXT,
-    summarize,
-    sweep_axes,
-    sweep_slice,
-    with_labels,
-)
+from easyinv.report import LOWER_IS_BETTER, METRICS, PAPER_ORDER, summarize, with_labels
+from easyinv.sweeps import SWEEP_CONTEXT, sweep_axes, sweep_slice
 
 __all__ = [
     "failure_gallery",
@@ -316,7 +308,7 @@ def write_figures(
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Sweeps (input: a report.sweep_table)
+# Sweeps (input: a sweeps.sweep_table)
 # --------------------------------------------------------------------------------------------------------------------
 
 MAX_HEATMAP_VALUES = 12  # an axis with more distinct values (a TPE or random search) gets points in the curves only
@@ -394,7 +386,7 @@ def sweep_heatmaps(sweep: pd.DataFrame, out_dir: str | Path, keys: Sequence[str]
     """One PNG per pair of swept axes (η × interval start, η × k, ...), a heatmap per metric in it.
 
     Each heatmap holds the other swept keys at that metric's best configuration (named in its title, see
-    ``report.sweep_slice``) and frames the best cell; brighter is better in every panel. Only pairs run as a full
+    ``sweeps.sweep_slice``) and frames the best cell; brighter is better in every panel. Only pairs run as a full
     grid get one; axes with more than ``MAX_HEATMAP_VALUES`` values (a TPE search) are left to :func:`sweep_curves`.
     """
     keys = _keys(sweep, keys)
@@ -462,5 +454,5 @@ def sweep_curves(
 
 
 def write_sweep_figures(sweep: pd.DataFrame, out_dir: str | Path, keys: Sequence[str] | None = None) -> list[Path]:
-    """The heatmaps and curves of a ``report.sweep_table`` as PNG in ``out_dir``."""
+    """The heatmaps and curves of a ``sweeps.sweep_table`` as PNG in ``out_dir``."""
     return [*sweep_heatmaps(sweep, out_dir, keys), *sweep_curves(sweep, out_dir, keys=keys)]

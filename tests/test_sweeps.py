@@ -15,7 +15,8 @@ import pytest
 
 from easyinv.figures import sweep_curves, sweep_heatmaps
 from easyinv.records import Record, RecordWriter, read_records
-from easyinv.report import main, sweep_axes, sweep_slice, sweep_table, swept_keys, write_report
+from easyinv.report import main, write_report
+from easyinv.sweeps import sweep_axes, sweep_slice, sweep_table, swept_keys
 
 REPO = Path(__file__).resolve().parent.parent
 
