@@ -281,6 +281,7 @@ class Job:
         nfe_inv = inversion.nfe.cpu()
         nfe_rec = eps_rec.nfe.cpu()
         unet_s = (eps_inv.seconds + eps_rec.seconds) / B
+        unet_calls = (eps_inv.calls + eps_rec.calls) / B  # network invocations (a CFG call covers 2 NFE)
         phases = {f"t_{k}": v / B for k, v in timer.seconds.items()}
         out = []
         for b in range(B):
@@ -293,6 +294,7 @@ class Job:
                 **phases,
                 "t_total": sum(phases.values()),
                 "unet_seconds": unet_s,
+                "unet_calls": unet_calls,
                 "ms_per_nfe": 1000 * unet_s / nfe if nfe else None,
             }
             if bad:

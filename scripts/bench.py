@@ -1,4 +1,4 @@
-"""Speed benchmark: per method, NFE and UNet calls per image, time per image, ms per NFE and the share outside the UNet.
+"""Speed benchmark: per method, NFE and UNet calls per image, time per image, ms per NFE, share outside the UNet.
 
 Runs the real runner (same code path as the benchmark) on a few images into a scratch directory, skipping the
 first image as warm-up, and prints one row per method. Timing lives here, never in the tests.
@@ -49,6 +49,7 @@ def bench(overrides: list[str], methods: list[str], images: int, out: Path) -> p
             "method": name,
             "images": len(timed),
             "nfe/img": timed.nfe.mean(),
+            "UNet calls/img": timed.unet_calls.mean() if "unet_calls" in timed else float("nan"),
             "s/img": total,
             "s/img invert": timed.t_invert.mean(),
             "ms/NFE": timed.ms_per_nfe.mean(),

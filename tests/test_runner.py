@@ -48,6 +48,7 @@ def test_three_images_four_methods_end_to_end(model, tmp_path, tiny_model_cache)
     assert df.groupby("method").nfe.first().to_dict() == {"ddim": 100, "easyinv": 100, "renoise": 163,
                                                           "fixed_point": 140}
     assert (df.nfe == df.nfe_invert + df.nfe_reconstruct).all()
+    assert (df[df.method == "ddim"].unet_calls == 100).all()  # no guidance: one row per call
     assert df[["psnr", "ssim", "lpips", "latent_mse", "t_total"]].notna().all().all()
     files = write_report([tmp_path / "runs"], tmp_path / "report", figures=True)
     table = files["table1_csv"].read_text().strip().splitlines()
@@ -182,3 +183,12 @@ def test_trajectory_stays_float32_when_the_unet_runs_in_bf16(tmp_path, tiny_mode
     df = read_records([run_dir])
     assert df.status.tolist() == ["ok"] and df.precision.tolist() == ["bf16"]
     assert torch.isfinite(torch.tensor(df.latent_mse.tolist())).all()
+
+
+@pytest.mark.parametrize(("prompt", "nfe"), [("caption", 200), ("empty", 100)])
+def test_guidance_costs_nfe_only_where_it_changes_the_result(prompt, nfe, tmp_path, tiny_model_cache):
+    """SD-1.x at scale 7.5: a caption against "" costs 2 rows per call; "" against "" is a no-op and costs 1."""
+    run_dir = run_job(tmp_path, "model=tiny-sd", "method=ddim", "dataset.limit=1", f"dataset.prompt={prompt}",
+                      "guidance.invert=7.5", "guidance.reconstruct=7.5", f"paths.cache={tiny_model_cache}")
+    df = read_records([run_dir])
+    assert df.nfe.tolist() == [nfe] and df.unet_calls.tolist() == [100]
