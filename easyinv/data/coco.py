@@ -209,8 +209,8 @@ class CocoDataset(Dataset):
         **common: Any,
     ) -> None:
         super().__init__(name=name, **common)
-        self.root = Path(root)
-        self.manifest = Path(manifest)
+        self.root = Path(root).expanduser()
+        self.manifest = Path(manifest).expanduser()
         self.splits = [str(s) for s in splits]
         self.n, self.seed = int(n), int(seed)
         if not self.splits or len(set(self.splits)) != len(self.splits):

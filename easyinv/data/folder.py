@@ -51,7 +51,7 @@ class FolderDataset(Dataset):
         **common: Any,
     ) -> None:
         super().__init__(name=name, **common)
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         self.extensions = tuple(str(e) for e in extensions)
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"image folder not found: {self.root} (set dataset.root)")
