@@ -15,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 import torch
@@ -94,13 +95,22 @@ def ddim_step(z: Tensor, eps: Tensor, a_src: float, a_tgt: float) -> Tensor:
     Inversion calls it with (ᾱ_s, ᾱ_t), reconstruction with (ᾱ_t, ᾱ_s). Affine in ``eps`` (used by the fixed-point
     and ReNoise averaging).
     """
-    # Coefficients as 0-dim tensors in float32 (float64 for float64 latents), in diffusers' order of operations, so a
-    # trajectory is bit-identical to DDIMScheduler/DDIMInverseScheduler rather than drifting by float rounding.
-    ctype = torch.float64 if z.dtype == torch.float64 else torch.float32
-    a_s = torch.tensor(a_src, dtype=ctype, device=z.device)
-    a_t = torch.tensor(a_tgt, dtype=ctype, device=z.device)
-    x0 = (z - (1 - a_s) ** 0.5 * eps) / a_s**0.5
-    return a_t**0.5 * x0 + (1 - a_t) ** 0.5 * eps
+    sq_s, sq1_s, sq_t, sq1_t = _coefficients(a_src, a_tgt, z.dtype == torch.float64)
+    x0 = (z - sq1_s * eps) / sq_s
+    return sq_t * x0 + sq1_t * eps
+
+
+@lru_cache(maxsize=4096)
+def _coefficients(a_src: float, a_tgt: float, double: bool) -> tuple[float, float, float, float]:
+    """√ᾱ_s, √(1−ᾱ_s), √ᾱ_t, √(1−ᾱ_t), computed once per grid step, off the device.
+
+    They are rounded exactly as diffusers' schedulers round them (float32 arithmetic; float64 for float64 latents), so
+    a trajectory is bit-identical to DDIMScheduler/DDIMInverseScheduler rather than drifting by float rounding; as
+    Python floats they are exact copies of those values and cost no host-to-device copy inside the step loop.
+    """
+    ctype = torch.float64 if double else torch.float32
+    a_s, a_t = torch.tensor(a_src, dtype=ctype), torch.tensor(a_tgt, dtype=ctype)
+    return tuple(float(v) for v in (a_s**0.5, (1 - a_s) ** 0.5, a_t**0.5, (1 - a_t) ** 0.5))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -115,14 +125,25 @@ class Denoiser(ABC):
     (default: all B in order), so a method can evaluate a subset, e.g. rows that have not converged yet.
 
     The counters are the only place NFE is counted: ``nfe[b]`` is the number of latent rows evaluated for image
-    ``b`` (a CFG call costs 2), ``seconds`` the wall time spent inside the network (CUDA-synchronised).
+    ``b`` (a CFG call costs 2), ``seconds`` the time spent inside the network. On CUDA that time is taken with CUDA
+    events, read only when ``seconds`` is asked for, so timing never stalls the queue between two network calls.
     """
 
     def __init__(self, batch_size: int):
         self.batch_size = batch_size
         self.nfe = torch.zeros(batch_size, dtype=torch.long)
-        self.seconds = 0.0
         self.calls = 0
+        self._seconds = 0.0
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    @property
+    def seconds(self) -> float:
+        """Time inside ``predict`` so far (waits for pending CUDA work once, when read)."""
+        if self._events:
+            self._events[-1][1].synchronize()
+            self._seconds += sum(start.elapsed_time(end) for start, end in self._events) / 1000.0
+            self._events.clear()
+        return self._seconds
 
     def __call__(self, z: Tensor, t: int, rows: Tensor | None = None) -> Tensor:
         if rows is None:
@@ -132,12 +153,15 @@ class Denoiser(ABC):
         elif len(rows) != z.shape[0]:
             raise ValueError(f"rows has {len(rows)} entries for {z.shape[0]} latent rows")
         if z.is_cuda:
-            torch.cuda.synchronize(z.device)
-        start = time.perf_counter()
-        eps, cost = self.predict(z, int(t), rows)
-        if eps.is_cuda:
-            torch.cuda.synchronize(eps.device)
-        self.seconds += time.perf_counter() - start
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            eps, cost = self.predict(z, int(t), rows)
+            end.record()
+            self._events.append((start, end))
+        else:
+            began = time.perf_counter()
+            eps, cost = self.predict(z, int(t), rows)
+            self._seconds += time.perf_counter() - began
         self.calls += 1
         cost = torch.as_tensor(cost, dtype=torch.long).cpu().expand(len(rows)).clone()  # int, or one per row
         self.nfe.index_add_(0, rows.cpu(), cost)
@@ -152,7 +176,8 @@ class Denoiser(ABC):
 
     def reset_counters(self) -> None:
         self.nfe.zero_()
-        self.seconds = 0.0
+        self._seconds = 0.0
+        self._events.clear()
         self.calls = 0
 
 

@@ -11,7 +11,6 @@ a seeded random trunk (tests, demo), whose values are flagged as not comparable 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import re
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from easyinv.records import file_sha256
 
 __all__ = [
     "TRUNK_FILES",
@@ -158,7 +159,7 @@ def load_lpips(
         "input_range": "[-1, 1]",
     }
     if path.is_file():
-        digest = _sha256(path)
+        digest = file_sha256(path)
         model.net.load_state_dict(_trunk_state_dict(path, model.net.state_dict().keys()), strict=True)
         expected = TRUNK_FILES[net].rsplit("-", 1)[1].split(".")[0]
         info.update(trunk=str(path), trunk_sha256=digest, lpips_comparable=digest.startswith(expected))
@@ -183,14 +184,6 @@ def _trunk_state_dict(path: Path, lpips_keys: Any) -> dict[str, Tensor]:
             raise ValueError(f"metrics.lpips.trunk_path: {path} lacks {source!r}; expected a torchvision checkpoint")
         remapped[key] = state[source]
     return remapped
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------------------

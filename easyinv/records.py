@@ -43,10 +43,12 @@ RECORDS_FILE = "records.jsonl"
 MANIFEST_FILE = "run.json"
 STATUSES = ("ok", "skipped", "nonfinite", "error")
 
-# Parts of the resolved config that do not change a record's numbers (mirrors hydra's override_dirname exclusions).
+# Parts of the resolved config that do not change a record's numbers (mirrors hydra's override_dirname exclusions):
+# where things live, how fast and in what batches they run, what is kept on disk, which slice of the data is taken.
 HASH_EXCLUDE = (
-    "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "report_dir", "objective",
-    "dataset.limit", "metrics.lpips.trunk_path",
+    "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "report_dir",
+    "objective", "dataset.limit", "dataset.offset", "dataset.root", "dataset.manifest", "dataset.hash_files",
+    "model.load.source", "metrics.lpips.trunk_path",
 )
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "lpips", "torchmetrics", "hydra-core",
             "omegaconf", "numpy", "pandas")
@@ -110,9 +112,14 @@ RECORD_FIELDS: tuple[str, ...] = tuple(f for f in Record.__dataclass_fields__ if
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"method": {"eta": 0.5}}`` → ``{"method.eta": 0.5}``; lists become JSON strings (records hold primitives)."""
+    """``{"method": {"eta": 0.5}}`` → ``{"method.eta": 0.5}``; lists become JSON strings (records hold primitives).
+
+    Hydra's ``_target_`` keys name a class, not a setting, and are left out.
+    """
     out: dict[str, Any] = {}
     for key, value in tree.items():
+        if key == "_target_":
+            continue
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(flatten(value, f"{name}."))
@@ -298,6 +305,15 @@ def _without(tree: Mapping[str, Any], drop: set[tuple[str, ...]], prefix: tuple[
 # --------------------------------------------------------------------------------------------------------------------
 # Run manifest
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks: the identity of a COCO image, a manifest or an LPIPS trunk."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fp:
+        for block in iter(lambda: fp.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def environment_info(device: Any = None) -> dict[str, Any]:

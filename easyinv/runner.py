@@ -27,44 +27,23 @@ from easyinv.data.base import Item, SkipItem
 from easyinv.figures import recon_png_path, ref_png_path, save_png
 from easyinv.inversion import invert, reconstruct
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
-from easyinv.records import RecordWriter, config_hash, done_keys, environment_info, read_records, write_run_manifest
+from easyinv.records import (
+    RecordWriter,
+    config_hash,
+    done_keys,
+    environment_info,
+    flatten,
+    read_records,
+    write_run_manifest,
+)
 from easyinv.validation import ConfigError, check_run_config, resolve_device
 
 log = logging.getLogger(__name__)
-
-# Keys that do not change a record's numbers: where things are, how fast, how many, what is kept on disk.
-_NOT_IN_HASH = ("paths", "hydra", "experiment_name", "device", "batch_size", "save_png", "png_limit", "report_dir")
-
 
 def image_seed(run_seed: int, item_id: str) -> int:
     """Per-image seed from the run seed and the image id: independent of order, batching and resuming."""
     digest = hashlib.sha256(f"{run_seed}:{item_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def numbers_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config less what cannot change the numbers; its hash keys the records."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    for key in _NOT_IN_HASH:
-        container.pop(key, None)
-    container.get("model", {}).get("load", {}).pop("source", None)  # the same weights may live anywhere
-    for key in ("limit", "offset", "root", "manifest", "hash_files"):
-        container.get("dataset", {}).pop(key, None)
-    container.get("metrics", {}).get("lpips", {}).pop("trunk_path", None)
-    return container
-
-
-def _flatten(prefix: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if k != "_target_":
-                out.update(_flatten(f"{prefix}.{k}", v))
-        return out
-    if isinstance(value, list | tuple):
-        return {prefix: str(list(value))}
-    return {prefix: value}
 
 
 def method_label(name: str, overrides: Sequence[str]) -> str:
@@ -130,10 +109,10 @@ class Job:
         check_run_config(cfg)
         self.dataset = _build(cfg.dataset)
         self.label = method_label(str(cfg.method.name), overrides)
-        self.hash = config_hash(numbers_config(cfg))
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(resolved, dict)
-        self.extra = _flatten("method", resolved["method"])
+        self.hash = config_hash(resolved)  # records.HASH_EXCLUDE leaves out what cannot change the numbers
+        self.extra = flatten({"method": resolved["method"]})
         self.records_path = run_dir / "records.jsonl"
 
     def pending(self) -> tuple[list[Item], list[Item]]:
@@ -217,33 +196,29 @@ class Job:
         rows: list[dict[str, Any]] = []
         images, good = [], []
         for item in batch:
-            seed = image_seed(int(self.cfg.seed), item.id)
             try:
                 images.append(self.dataset.load(item, int(self.model.resolution)))
                 good.append(item)
             except SkipItem as e:
+                seed = image_seed(int(self.cfg.seed), item.id)
                 rows.append(self._base_row(item, seed) | {"status": "skipped", "reason": e.reason})
         if not good:
             return rows
         seeds = [image_seed(int(self.cfg.seed), it.id) for it in good]
-        base = [self._base_row(it, s) for it, s in zip(good, seeds, strict=True)]
+        base = [self._base_row(it, s) | {"warmup": warmup} for it, s in zip(good, seeds, strict=True)]
+        refs = np.stack(images)
         try:
-            result = self._compute(good, np.stack(images), seeds)
+            results, recs = self._compute(good, refs, seeds)
         except Exception as e:  # noqa: BLE001 - one bad batch (OOM, a library error) must not end the run
             log.exception("batch %s failed", [it.id for it in good])
             reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            return rows + [b | {"status": "error", "reason": reason, "warmup": warmup} for b in base]
-        for b, r, item in zip(base, result, good, strict=True):
-            rows.append(b | r | {"warmup": warmup})
-            if r["status"] == "ok" and self._keep_png(position[item.id]):
-                self._save_pngs(item, r.pop("_ref"), r.pop("_rec"))
-            r.pop("_ref", None)
-            r.pop("_rec", None)
-        for row in rows:
-            row.pop("_ref", None)
-            row.pop("_rec", None)
+            return rows + [b | {"status": "error", "reason": reason} for b in base]
+        for b, result, item, ref, rec in zip(base, results, good, refs, recs, strict=True):
+            rows.append(b | result)
+            if result["status"] == "ok" and self._keep_png(position[item.id]):
+                self._save_pngs(item, ref, rec)
         return rows
 
     def _keep_png(self, index: int) -> bool:
@@ -254,7 +229,11 @@ class Job:
         save_png(rec, recon_png_path(self.run_dir, self.label, item.id))
 
     @torch.no_grad()
-    def _compute(self, items: list[Item], images: np.ndarray, seeds: list[int]) -> list[dict[str, Any]]:
+    def _compute(
+        self, items: list[Item], images: np.ndarray, seeds: list[int]
+    ) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """Encode → invert → reconstruct → decode → metrics for one batch: a result per image, and the uint8
+        reconstructions ``(B, H, W, 3)``."""
         cfg, model, B = self.cfg, self.model, len(items)  # noqa: N806
         timer = PhaseTimer(self.device)
         prompts = [it.prompt for it in items]
@@ -301,9 +280,8 @@ class Job:
                 row |= {"status": "nonfinite", "reason": "non-finite values in " + ", ".join(bad)}
             else:
                 row |= {"status": "ok", "reason": "", "latent_mse": float(mse[b]), **scores[b]}
-                row |= {"_ref": images[b], "_rec": rec_u8[b]}
             out.append(row)
-        return out
+        return out, rec_u8
 
 
 def run(cfg: DictConfig) -> float | None:

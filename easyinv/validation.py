@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("model", "method", "precision", "dataset", "metrics", "experiment", "paths")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp64": "float64"}
 
 
 class ConfigError(ValueError):
@@ -41,17 +42,23 @@ def check_cli_choices(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> Non
                 raise ConfigError(f"{key}={choice} is not a valid choice; valid: {', '.join(valid)}")
 
 
-def dtype(name: str, key: str) -> torch.dtype:
-    """Map a dtype name from the precision group to torch, naming the key when it is wrong."""
-    if name not in DTYPES:
+def parse_dtype(name: str | torch.dtype, key: str = "precision") -> torch.dtype:
+    """``"float16"`` (or ``"fp16"``, ``torch.float16``) → ``torch.float16``; a wrong name fails naming the key.
+
+    The one dtype map of the project: the precision group, the SD model and the Gaussian model all use it.
+    """
+    if isinstance(name, torch.dtype):
+        return name
+    text = _DTYPE_ALIASES.get(str(name).lower(), str(name).lower())
+    if text not in DTYPES:
         raise ConfigError(f"{key}={name} is not a valid dtype; valid: {', '.join(DTYPES)}")
-    return DTYPES[name]
+    return DTYPES[text]
 
 
 def check_run_config(cfg: DictConfig) -> None:
     """Protocol keys that no constructor checks (the method and dataset validate themselves)."""
     for part in ("unet", "vae", "latent"):
-        dtype(cfg.precision[part], f"precision.{part}")
+        parse_dtype(cfg.precision[part], f"precision.{part}")
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     for phase in ("invert", "reconstruct"):
@@ -66,8 +73,8 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ConfigError(f"device={device} but no CUDA device is available; use device=cpu or device=auto")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``auto`` (or None) → the first CUDA device when there is one, else the CPU."""
+    if name is None or str(name) == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

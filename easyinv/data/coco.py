@@ -25,6 +25,7 @@ from pycocotools.coco import COCO
 
 from easyinv.data.base import Dataset, DatasetNotFoundError, Item, SkipItem
 from easyinv.data.images import load_image
+from easyinv.records import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +108,6 @@ def select(rows: Iterable[ManifestRow], n: int, seed: int) -> list[ManifestRow]:
         raise ValueError(f"dataset.n={n} but only {len(eligible)} images are eligible (near-square)")
     chosen = sorted(eligible, key=lambda r: (sample_key(seed, r), r.split, r.image_id))[:n]
     return sorted(chosen, key=lambda r: (r.split, r.image_id))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fp:
-        for block in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_manifest(

@@ -57,47 +57,62 @@ class UNetDenoiser(Denoiser):
         self.sdxl = cond[0].pooled is not None
         param = next(unet.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self._cond = stack_conditioning(cond)
-        self._uncond = stack_conditioning(uncond)
+        c, u = stack_conditioning(cond), stack_conditioning(uncond)
+        # rows 0..B-1 conditional, B..2B-1 unconditional: each call gathers the rows it evaluates from these
+        self._embeds = torch.cat([c[0], u[0]])
+        self._pooled = torch.cat([c[1], u[1]]) if self.sdxl else None
+        self._time_ids: dict[tuple[int, int], Tensor] = {}
         need = [branches_needed(c, u, self.guidance_scale) for c, u in zip(cond, uncond, strict=True)]
         self._need_cond = torch.tensor([c for c, _ in need])
         self._need_uncond = torch.tensor([u for _, u in need])
+        self._any_both = any(c and u for c, u in need)  # guidance arithmetic needed for some row
+        self._plans: dict[tuple[int, ...], tuple[Tensor, ...]] = {}
+        self._timesteps: dict[int, Tensor] = {}
 
     def _added_cond(self, pooled: Tensor | None, z: Tensor) -> dict[str, Tensor] | None:
         if not self.sdxl:
             return None
         h, w = (s * self.vae_scale_factor for s in z.shape[-2:])
-        ids = torch.tensor(sdxl_time_ids(h, w), device=self.device, dtype=self.dtype)
-        return {"text_embeds": pooled, "time_ids": ids.expand(pooled.shape[0], -1)}
+        if (h, w) not in self._time_ids:
+            self._time_ids[h, w] = torch.tensor(sdxl_time_ids(h, w), device=self.device, dtype=self.dtype)
+        return {"text_embeds": pooled, "time_ids": self._time_ids[h, w].expand(pooled.shape[0], -1)}
+
+    def _plan(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Index tensors for one set of rows, built once and kept on the device: no host-to-device copy (and so no
+        stall of the CUDA queue) inside the step loop. Rows needing ε_c come first in the call, then those needing ε_u.
+        """
+        key = tuple(rows.tolist())
+        if key not in self._plans:
+            need_c, need_u = self._need_cond[rows], self._need_uncond[rows]
+            c_idx, u_idx = torch.nonzero(need_c).flatten(), torch.nonzero(need_u).flatten()
+            sel = torch.cat([rows[c_idx], rows[u_idx] + self.batch_size])  # rows of the stacked (cond, uncond) embeds
+            both = need_c & need_u
+            dev = self.device
+            self._plans[key] = (c_idx.to(dev), u_idx.to(dev), sel.to(dev), need_c.to(dev)[:, None, None, None],
+                                both.to(dev)[:, None, None, None], need_c.long() + need_u.long())
+        return self._plans[key]
+
+    def _timestep(self, t: int) -> Tensor:
+        if t not in self._timesteps:
+            self._timesteps[t] = torch.tensor(t, device=self.device)
+        return self._timesteps[t]
 
     def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, Tensor]:
-        rows = rows.to(torch.long).cpu()
-        need_c, need_u = self._need_cond[rows], self._need_uncond[rows]
-        c_idx, u_idx = torch.nonzero(need_c).flatten(), torch.nonzero(need_u).flatten()
-        # One UNet call: the rows needing ε_c, then the rows needing ε_u.
-        z_in = torch.cat([z[c_idx.to(z.device)], z[u_idx.to(z.device)]]).to(self.dtype)
-        emb_rows = torch.cat([rows[c_idx], rows[u_idx]]).to(self.device)
-        embeds = torch.cat([self._cond[0], self._uncond[0]])
-        pooled = None if not self.sdxl else torch.cat([self._cond[1], self._uncond[1]])
-        offset = torch.cat([torch.zeros(len(c_idx), dtype=torch.long), torch.full((len(u_idx),), self.batch_size)])
-        sel = emb_rows + offset.to(self.device)
-        timestep = torch.tensor(int(t), device=self.device)
+        c_idx, u_idx, sel, need_c, both, cost = self._plan(rows.to(torch.long).cpu())
+        z_in = torch.cat([z[c_idx], z[u_idx]]).to(self.dtype)  # one UNet call for both branches
         with torch.no_grad():
             out = self.unet(
                 z_in,
-                timestep,
-                encoder_hidden_states=embeds[sel],
-                added_cond_kwargs=self._added_cond(None if pooled is None else pooled[sel], z_in),
+                self._timestep(t),
+                encoder_hidden_states=self._embeds[sel],
+                added_cond_kwargs=self._added_cond(None if self._pooled is None else self._pooled[sel], z_in),
                 return_dict=False,
             )[0].to(z.dtype)
         eps_c = torch.zeros_like(z)  # rows that skip a branch keep zeros there; torch.where never reads them
         eps_u = torch.zeros_like(z)
-        eps_c[c_idx.to(z.device)] = out[: len(c_idx)]
-        eps_u[u_idx.to(z.device)] = out[len(c_idx) :]
-        both = (need_c & need_u).to(z.device)
-        w = self.guidance_scale
-        eps = torch.where(need_c.to(z.device)[:, None, None, None], eps_c, eps_u)
-        if bool(both.any()):
-            guided = eps_u + w * (eps_c - eps_u)
-            eps = torch.where(both[:, None, None, None], guided, eps)
-        return eps, (need_c.long() + need_u.long())
+        eps_c[c_idx] = out[: len(c_idx)]
+        eps_u[u_idx] = out[len(c_idx) :]
+        eps = torch.where(need_c, eps_c, eps_u)
+        if self._any_both:
+            eps = torch.where(both, eps_u + self.guidance_scale * (eps_c - eps_u), eps)
+        return eps, cost

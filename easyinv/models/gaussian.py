@@ -31,6 +31,7 @@ from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid
 from easyinv.models.base import InversionModel
+from easyinv.validation import parse_dtype
 
 __all__ = ["GaussianDenoiser", "GaussianModel", "load_folder", "sd1_alphas_cumprod"]
 
@@ -38,9 +39,6 @@ NUM_TRAIN_TIMESTEPS = 1000
 OMEGA, KAPPA, PHASE_SEED = 2.0, 0.003, 0  # the error term's frequency in z, drift per timestep, phase seed
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 BUNDLED_SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"  # ``fit_from: samples``
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-
 
 def sd1_alphas_cumprod() -> Tensor:
     """ᾱ_t of SD-1.x (and SD-XL): scaled_linear betas 0.00085-0.012 over 1000 steps, in float32 like diffusers."""
@@ -61,12 +59,6 @@ def load_folder(folder: str | Path, resolution: int) -> Tensor:
             rgb = im.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC)
         images.append(torch.from_numpy(np.asarray(rgb, dtype=np.float32).copy()).permute(2, 0, 1) / 127.5 - 1.0)
     return torch.stack(images)
-
-
-def _dtype(name: str, key: str) -> torch.dtype:
-    if name not in _DTYPES:
-        raise ValueError(f"{key} must be one of {list(_DTYPES)}, got {name!r}")
-    return _DTYPES[name]
 
 
 class GaussianDenoiser(Denoiser):
@@ -140,8 +132,8 @@ class GaussianModel(InversionModel):
             "name": name,
             "resolution": resolution,
             "device": device,
-            "net_dtype": _dtype(precision.get("unet", "float32"), "precision.unet"),
-            "latent_dtype": _dtype(precision.get("latent", "float32"), "precision.latent"),
+            "net_dtype": parse_dtype(precision.get("unet", "float32"), "precision.unet"),
+            "latent_dtype": parse_dtype(precision.get("latent", "float32"), "precision.latent"),
         }
         if fit_from is None:
             return cls(float(mu), float(sigma), **kwargs)

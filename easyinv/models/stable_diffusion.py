@@ -25,31 +25,11 @@ from easyinv.models.conditioning import PromptEncoder, check_time_embedding, res
 from easyinv.models.denoisers import UNetDenoiser
 from easyinv.models.loading import FAMILIES, Components, load_components
 from easyinv.models.scheduler import build_ddim_scheduler, grid_from_scheduler, scheduler_facts
+from easyinv.validation import parse_dtype, resolve_device
 
-__all__ = ["StableDiffusionModel", "parse_dtype", "resolve_device"]
+__all__ = ["StableDiffusionModel"]
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def parse_dtype(name: str | torch.dtype, key: str = "precision") -> torch.dtype:
-    """``"float16"`` (or ``"fp16"``, ``torch.float16``) → ``torch.float16``; unknown names fail naming the key."""
-    if isinstance(name, torch.dtype):
-        return name
-    alias = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
-    text = alias.get(str(name).lower(), str(name).lower())
-    if text not in _DTYPES:
-        raise ValueError(f"{key} must be one of {sorted(_DTYPES)}, got {name!r}")
-    return _DTYPES[text]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/``None`` → ``cuda:0`` when available, else ``cpu``."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """Move a frozen module to ``device``, casting only if needed (``.to(dtype)`` on a loaded model warns)."""
