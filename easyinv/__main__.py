@@ -12,11 +12,12 @@ from easyinv.validation import CONFIG_DIR, ConfigError, check_cli_choices
 
 @hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="config")
 def _app(cfg: DictConfig) -> float | None:
+    from easyinv.records import RecordsBusyError
     from easyinv.runner import run  # imported here so `--help` and config errors stay fast
 
     try:
         return run(cfg)
-    except (ConfigError, FileNotFoundError) as e:  # one line, no traceback: the message names the key or path
+    except (ConfigError, FileNotFoundError, RecordsBusyError) as e:  # one line, no traceback: names the key or path
         raise SystemExit(f"easyinv-bench: {e}") from None
 
 

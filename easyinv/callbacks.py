@@ -1,4 +1,9 @@
-"""Hydra callbacks: write the tables and figures once a run or a whole sweep has finished."""
+"""Hydra callbacks: write the tables and figures once a run or a whole sweep has finished.
+
+Under ``accelerate launch`` every process runs the same jobs on its own shard; each waits here for the others, and
+the main process alone writes the report. Under the submitit launcher the callback runs in the submitting process
+after the whole array has finished.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,13 @@ class ReportCallback(Callback):
         self._report(Path(config.hydra.sweep.dir), config)
 
     def _report(self, root: Path, config: DictConfig) -> None:
+        from easyinv.shards import launch_state
+
+        state = launch_state()
+        if state is not None:
+            state.wait_for_everyone()  # every shard's records are on disk before anything is aggregated
+            if not state.is_main_process:
+                return
         if not config.get("report_dir") or not root.exists():
             return
         from easyinv.report import write_report

@@ -7,6 +7,8 @@ files (``easyinv.report``), so a crashed run re-reports without recomputing.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -25,21 +27,26 @@ import pandas as pd
 
 __all__ = [
     "RECORDS_FILE",
+    "RECORDS_GLOB",
     "RECORD_FIELDS",
+    "SOURCE_COLUMNS",
     "STATUSES",
     "Record",
     "RecordWriter",
+    "RecordsBusyError",
     "config_hash",
     "done_keys",
     "environment_info",
     "flatten",
     "read_records",
+    "records_files",
     "write_run_manifest",
 ]
 
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
+RECORDS_GLOB = "records*.jsonl"  # one file per writer: records.jsonl, records.shard-<i>-of-<n>.jsonl
 MANIFEST_FILE = "run.json"
 STATUSES = ("ok", "skipped", "nonfinite", "error")
 
@@ -47,7 +54,7 @@ STATUSES = ("ok", "skipped", "nonfinite", "error")
 # where things live, how fast and in what batches they run, what is kept on disk, which slice of the data is taken.
 HASH_EXCLUDE = (
     "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "report_dir",
-    "objective", "dataset.limit", "dataset.offset", "dataset.root", "dataset.manifest", "dataset.hash_files",
+    "objective", "shard", "dataset.limit", "dataset.offset", "dataset.root", "dataset.manifest", "dataset.hash_files",
     "model.load.source", "metrics.lpips.trunk_path",
 )
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "lpips", "torchmetrics", "hydra-core",
@@ -109,6 +116,7 @@ class Record:
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f for f in Record.__dataclass_fields__ if f != "extra")
+SOURCE_COLUMNS = ("run_dir", "records_file")  # added by read_records: where a row was read, not what it measured
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -149,12 +157,20 @@ def _primitive(key: str, value: Any) -> Any:
     raise TypeError(f"record field {key!r}: {type(value).__name__} is not a primitive (str, int, float, bool, None)")
 
 
+class RecordsBusyError(RuntimeError):
+    """Another live process holds the records file this writer would append to."""
+
+
 class RecordWriter:
     """Appends records to a JSONL file: write, flush and fsync per record, so a kill loses at most that record.
 
     If the file ends inside a line (a previous writer was killed mid-write), the next record starts on a new line and
     the fragment stays behind as one unreadable line that :func:`read_records` skips; nothing is truncated, so a
     concurrent writer can never lose data to this repair.
+
+    The writer holds an advisory ``flock`` on the file from :meth:`open` (or the first append) until :meth:`close`:
+    a second process that opens the same file (the same shard of the same job, started twice) gets
+    :class:`RecordsBusyError` instead of interleaving rows. The kernel drops the lock when a process dies.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -171,23 +187,33 @@ class RecordWriter:
         if row["status"] not in STATUSES:
             raise ValueError(f"record status: expected one of {STATUSES}, got {row['status']!r}")
         line = json.dumps({k: _primitive(k, v) for k, v in row.items()}, allow_nan=False, ensure_ascii=False)
-        f = self._open()
+        f = self.open()
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
 
-    def _open(self) -> IO[str]:
+    def open(self) -> IO[str]:
+        """Open for appending and take the lock (idempotent); raises :class:`RecordsBusyError` if it is held."""
         if self._file is None:
-            needs_newline = _ends_mid_line(self.path)
-            self._file = self.path.open("a", encoding="utf-8")
-            if needs_newline:
+            f = self.path.open("a", encoding="utf-8")
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                f.close()
+                if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise RecordsBusyError(
+                        f"{self.path} is being written by another process (the same shard of the same job is "
+                        "already running); stop it or wait for it, then run again to resume") from None
+                raise
+            if _ends_mid_line(self.path):
                 log.warning("%s ends in a partial line (killed writer?); it will be skipped when read", self.path)
-                self._file.write("\n")
+                f.write("\n")
+            self._file = f
         return self._file
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self._file.close()  # closing the descriptor releases the lock
             self._file = None
 
     def __enter__(self) -> RecordWriter:
@@ -222,12 +248,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _records_files(paths_or_dirs: str | Path | Iterable[str | Path]) -> list[Path]:
+def records_files(paths_or_dirs: str | Path | Iterable[str | Path], recursive: bool = True) -> list[Path]:
+    """Every records file (``records*.jsonl``: one per writer) under the given files or directories."""
     items = [paths_or_dirs] if isinstance(paths_or_dirs, (str, Path)) else list(paths_or_dirs)
     files: list[Path] = []
     for item in map(Path, items):
         if item.is_dir():
-            files.extend(sorted(item.rglob(RECORDS_FILE)))
+            found = item.rglob(RECORDS_GLOB) if recursive else item.glob(RECORDS_GLOB)
+            files.extend(sorted(p for p in found if p.is_file()))
         elif item.is_file():
             files.append(item)
         else:
@@ -236,21 +264,23 @@ def _records_files(paths_or_dirs: str | Path | Iterable[str | Path]) -> list[Pat
 
 
 def read_records(paths_or_dirs: str | Path | Iterable[str | Path], dedupe: bool = True) -> pd.DataFrame:
-    """All records under the given files/directories (recursively, ``records.jsonl``) as one DataFrame.
+    """All records under the given files/directories (recursively, every ``records*.jsonl``) as one DataFrame.
 
-    Every :data:`RECORD_FIELDS` column exists; ``run_dir`` names the directory each record came from. With ``dedupe``
-    a record measured twice (same ``item_id``, ``config_hash`` and ``device``, e.g. an error later retried) keeps its
-    last occurrence.
+    Every :data:`RECORD_FIELDS` column exists; ``run_dir`` names the directory each record came from and
+    ``records_file`` the file. With ``dedupe`` a record measured twice (same ``item_id``, ``config_hash`` and
+    ``device``, e.g. an error later retried, possibly by another shard) keeps its last finished occurrence: an
+    ``error`` row never hides a finished row of the same image, whichever file holds it.
     """
     frames = []
-    for path in _records_files(paths_or_dirs):
+    for path in records_files(paths_or_dirs):
         rows = _read_jsonl(path)
         if rows:
             frame = pd.DataFrame(rows)
             frame["run_dir"] = str(path.parent)
+            frame["records_file"] = path.name
             frames.append(frame)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for name in (*RECORD_FIELDS, "run_dir"):
+    for name in (*RECORD_FIELDS, *SOURCE_COLUMNS):
         if name not in df.columns:
             df[name] = None
     for name, kind in Record.__annotations__.items():
@@ -261,25 +291,33 @@ def read_records(paths_or_dirs: str | Path | Iterable[str | Path], dedupe: bool 
         df[name] = df[name].map(lambda v: bool(v) if isinstance(v, bool) else False).astype(bool)
     if dedupe and len(df):
         before = len(df)
-        df = df.drop_duplicates(subset=["item_id", "config_hash", "device"], keep="last").reset_index(drop=True)
+        finished = (df["status"] != "error").to_numpy()
+        order = sorted(range(len(df)), key=lambda i: finished[i])  # stable: errors first, file order kept within
+        df = df.iloc[order].drop_duplicates(subset=["item_id", "config_hash", "device"], keep="last").sort_index()
+        df = df.reset_index(drop=True)
         if len(df) < before:
             log.info("read_records: %d repeated record(s) replaced by their last occurrence", before - len(df))
     return df
 
 
-def done_keys(path: str | Path, retry: Iterable[str] = ("error",)) -> set[tuple[str, str]]:
-    """``(item_id, config_hash)`` pairs already finished in a records file; statuses in ``retry`` do not count.
+def done_keys(
+    paths_or_dirs: str | Path | Iterable[str | Path], retry: Iterable[str] = ("error",)
+) -> set[tuple[str, str]]:
+    """``(item_id, config_hash)`` pairs already finished in the given records files or job directories.
 
-    The last record of a pair decides (an ``error`` later retried to ``ok`` is done). A missing file means nothing.
+    A directory means every ``records*.jsonl`` directly in it, whichever shard wrote it, so a job resumed with
+    another shard count (or as one process) never recomputes a finished row. A pair is done when any file holds a
+    record of it whose status is not in ``retry`` (an ``error`` later retried to ``ok`` is done). A missing path
+    means nothing is done.
     """
-    path = Path(path)
-    if not path.is_file():
-        return set()
-    latest: dict[tuple[str, str], str] = {}
-    for row in _read_jsonl(path):
-        latest[(str(row.get("item_id")), str(row.get("config_hash")))] = str(row.get("status"))
+    items = [paths_or_dirs] if isinstance(paths_or_dirs, (str, Path)) else list(paths_or_dirs)
     retry = set(retry)
-    return {key for key, status in latest.items() if status not in retry}
+    done: set[tuple[str, str]] = set()
+    for path in records_files([p for p in map(Path, items) if p.exists()], recursive=False):
+        for row in _read_jsonl(path):
+            if str(row.get("status")) not in retry:
+                done.add((str(row.get("item_id")), str(row.get("config_hash"))))
+    return done
 
 
 def config_hash(cfg: Mapping[str, Any], exclude: Iterable[str] = HASH_EXCLUDE) -> str:
@@ -371,7 +409,7 @@ def write_run_manifest(run_dir: str | Path, info: Mapping[str, Any], device: Any
     body = dict(info)
     body.setdefault("environment", environment_info(device if device is not None else info.get("device")))
     target = run_dir / MANIFEST_FILE
-    tmp = target.with_suffix(".json.tmp")
+    tmp = target.with_suffix(f".json.{os.getpid()}.tmp")  # shards of one job write the same run.json
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, target)
     return target

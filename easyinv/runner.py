@@ -1,8 +1,9 @@
 """One benchmark job: a dataset through encode → invert → reconstruct → decode → metrics, one durable record per image.
 
 The job's directory is a function of the experiment and its overrides, so running the same command again finds
-``records.jsonl`` and skips every (image, config) pair already recorded: a killed run loses at most the batch in
-flight. Bad items, non-finite latents and per-batch exceptions become records with a status, never a lost run.
+its records and skips every (image, config) pair already recorded: a killed run loses at most the batch in flight.
+Bad items, non-finite latents and per-batch exceptions become records with a status, never a lost run. A job may
+be split into shards (``easyinv.shards``) that write their own records files into the same directory.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from easyinv.records import (
     environment_info,
     flatten,
     read_records,
+    records_files,
     write_run_manifest,
 )
-from easyinv.validation import ConfigError, check_run_config, resolve_device
+from easyinv.shards import resolve_shard
+from easyinv.validation import ConfigError, check_run_config
 
 log = logging.getLogger(__name__)
 
@@ -113,37 +116,45 @@ class Job:
         assert isinstance(resolved, dict)
         self.hash = config_hash(resolved)  # records.HASH_EXCLUDE leaves out what cannot change the numbers
         self.extra = flatten({"method": resolved["method"]})
-        self.records_path = run_dir / "records.jsonl"
+        self.shard = resolve_shard(cfg.get("shard"), str(cfg.device))  # this process's slice and device
+        self.device = self.shard.device
+        self.records_path = run_dir / self.shard.records_name
 
     def pending(self) -> tuple[list[Item], list[Item]]:
-        """All items in dataset order, and those not yet recorded under this config hash."""
+        """All items in dataset order, and this shard's items not yet recorded under this config hash by any
+        writer of the job directory (any shard count, or a single process)."""
         items = self.dataset.items()
-        done = done_keys(self.records_path)
-        return items, [it for it in items if (it.id, self.hash) not in done]
+        done = done_keys(self.run_dir)
+        return items, [it for it in items if self.shard.owns(it.id) and (it.id, self.hash) not in done]
 
     def run(self) -> float | None:
         items, todo = self.pending()
-        log.info("%s: %d items, %d to do, config %s, run dir %s", self.label, len(items), len(todo), self.hash,
-                 self.run_dir)
+        where = "" if self.shard.count == 1 else f", shard {self.shard.index} of {self.shard.count}"
+        log.info("%s: %d items, %d to do%s, config %s, run dir %s", self.label, len(items), len(todo), where,
+                 self.hash, self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(str(self.cfg.device))
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         # a missing LPIPS trunk fails here, before the weights load
         self.metrics = ImageMetrics(self.cfg.metrics, device=self.device)
         if todo:
-            self._run_items(items, todo)
+            with RecordWriter(self.records_path) as writer:
+                writer.open()  # the lock: a second process on this shard stops here, before any weights load
+                items, todo = self.pending()  # what finished while we waited to start is not redone
+                if todo:
+                    self._run_items(items, todo, writer)
         return self.objective()
 
     def objective(self) -> float | None:
         """Mean of ``cfg.objective`` over this config's ok rows (what an Optuna sweep minimises)."""
         key = self.cfg.get("objective")
-        if not key or not self.records_path.exists():
+        files = records_files(self.run_dir, recursive=False) if self.run_dir.is_dir() else []
+        if not key or not files:
             return None
-        df = read_records([self.records_path])
+        df = read_records(files)
         df = df[(df.config_hash == self.hash) & (df.status == "ok")]
         return float(df[key].mean()) if len(df) and key in df else None
 
-    def _run_items(self, items: list[Item], todo: list[Item]) -> None:
+    def _run_items(self, items: list[Item], todo: list[Item], writer: RecordWriter) -> None:
         cfg = self.cfg
         self.model = _build(
             cfg.model.load,
@@ -159,12 +170,12 @@ class Job:
             "method_label": self.label,
             "model": self.model.describe(),
             "dataset": self.dataset.describe(),
+            "items": [it.id for it in items],  # the whole selection, every shard's: what --check expects
             "metrics": self.metrics.describe(),
             "grid": {"timesteps": list(self.grid.timesteps)},
             "environment": environment_info(self.device),
         }, device=self.device)
         position = {it.id: n for n, it in enumerate(items)}
-        writer = RecordWriter(self.records_path)
         first = True
         bs = int(cfg.batch_size)
         with tqdm(total=len(todo), desc=self.label, unit="img", dynamic_ncols=True) as bar:
