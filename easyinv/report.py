@@ -4,7 +4,8 @@ Every aggregate is a pure function of the per-image records (``easyinv.records``
 per image (never pooled), with a t-based 95 % confidence interval; timing uses ``ok`` rows that are not the warm-up
 image. Output is Markdown, LaTeX and CSV with fixed decimals, so an unchanged run re-reports byte for byte.
 
-Command line: ``easyinv-report RUN_DIR... [--out DIR] [--paper results/paper | none] [--no-figures] [--sweep]``.
+Command line: ``easyinv-report RUN_DIR... [--out DIR] [--paper results/paper | none] [--no-figures] [--sweep]``,
+or ``easyinv-report RUN_DIR... --check`` for the completeness of sharded or interrupted runs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from easyinv.records import RECORD_FIELDS, read_records
+from easyinv.completeness import check_runs, format_check, incomplete_note
+from easyinv.records import RECORD_FIELDS, SOURCE_COLUMNS, read_records
 
 __all__ = [
     "DEFAULT_PAPER_DIR",
@@ -105,7 +107,7 @@ def with_labels(df: pd.DataFrame) -> pd.DataFrame:
 
 def _extra_columns(df: pd.DataFrame) -> list[str]:
     """Free record keys that describe a configuration: constant within every config hash (so not ``prompt``)."""
-    free = [c for c in df.columns if c not in RECORD_FIELDS and c not in ("run_dir", "label")]
+    free = [c for c in df.columns if c not in RECORD_FIELDS and c not in (*SOURCE_COLUMNS, "label")]
     per_config = df.groupby("config_hash", dropna=False)
     return sorted(c for c in free if (per_config[c].nunique(dropna=False) <= 1).all())
 
@@ -377,7 +379,9 @@ def markdown_table(table: pd.DataFrame, name: str = "table1") -> str:
     """The Markdown text of ``<name>.md`` for a table1/table2 frame (caption, table, notes): notebooks show it."""
     caption = _caption(table, _TITLES.get(name, name))
     notes = _notes(table, PAPER_SETTINGS.get(name, "published numbers"))
-    md = [f"## {caption[0]}", "", caption[1], "", _markdown(_display(table, MARKDOWN)), ""]
+    warning = table.attrs.get("incomplete")
+    md = [f"## {caption[0]}", "", caption[1], "", *([f"**{warning}**", ""] if warning else []),
+          _markdown(_display(table, MARKDOWN)), ""]
     md += [f"{n}  " if i < len(notes) - 1 else n for i, n in enumerate(notes)]
     return "\n".join(md) + "\n"
 
@@ -392,7 +396,8 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str
     paths["md"].write_text(markdown_table(table, name), encoding="utf-8")
     shown = _display(table, LATEX)
     latex = shown.to_latex(index=False, escape=False, column_format="l" + "r" * (shown.shape[1] - 1))
-    visible_notes = " ".join(LATEX.escape(n) for n in notes)
+    warning = [table.attrs["incomplete"]] if table.attrs.get("incomplete") else []
+    visible_notes = " ".join(LATEX.escape(n) for n in [*warning, *notes])
     tex = [f"% {caption[0]}; {caption[1]}", latex.rstrip(), rf"\par{{\footnotesize {visible_notes}}}"]
     paths["tex"].write_text("\n".join(tex) + "\n", encoding="utf-8")
     csv = table[[c for c in CSV_COLUMNS if c in table.columns]]
@@ -430,10 +435,17 @@ def write_report(
         raise ValueError(f"no configuration key varies in the records under {[str(d) for d in run_dirs]}: each "
                          "dataset/model/method/precision was run with one configuration, so there is no sweep")
     paper = load_paper(paper_dir)
+    incomplete = incomplete_note(check_runs(run_dirs), run_dirs)
+    if incomplete:
+        log.warning("%s", incomplete)
     written: dict[str, Path] = {}
-    for kind, path in write_table(table1(df, paper), out_dir, "table1").items():
+    t1 = table1(df, paper)
+    t1.attrs["incomplete"] = incomplete
+    for kind, path in write_table(t1, out_dir, "table1").items():
         written[f"table1_{kind}"] = path
     t2 = table2(df, paper)
+    if t2 is not None:
+        t2.attrs["incomplete"] = incomplete
     if t2 is None:
         log.info("Table 2 skipped: no configuration was measured in more than one precision")
     else:
@@ -455,7 +467,8 @@ def write_report(
 def main(argv: Sequence[str] | None = None) -> int:
     """``easyinv-report``: tables (and figures) from finished or interrupted runs."""
     parser = argparse.ArgumentParser(prog="easyinv-report", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories (searched for records.jsonl)")
+    parser.add_argument("run_dirs", nargs="+", type=Path,
+                        help="run directories (searched for records*.jsonl, every shard's)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: FIRST_RUN_DIR/report)")
     parser.add_argument("--paper", default=str(DEFAULT_PAPER_DIR), help="published numbers dir, or 'none'")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
@@ -464,8 +477,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "if no configuration key varies (default: written whenever one varies)")
     parser.add_argument("--items", nargs="+", default=None, metavar="ID",
                         help="image ids for the qualitative grid (default: the first few with saved PNGs)")
+    parser.add_argument("--check", action="store_true",
+                        help="only check completeness: per configuration, the counts of ok/skipped/nonfinite/error/"
+                             "missing rows across every shard's records file against the item list in run.json; "
+                             "exit 1 when a row is missing or duplicated (or the item list is unknown)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.check:
+        try:
+            results = check_runs(args.run_dirs)
+        except FileNotFoundError as e:
+            raise SystemExit(f"easyinv-report: {e}") from None
+        print(format_check(results, args.run_dirs))
+        return 0 if results and all(r.complete for r in results) else 1
     out = args.out or args.run_dirs[0] / "report"
     paper = None if args.paper.lower() == "none" else args.paper
     try:
