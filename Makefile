@@ -10,11 +10,22 @@ REPORT := $(VENV)/bin/easyinv-report
 MODEL_DIR ?= $(CURDIR)/models
 COCO_DIR ?= $(CURDIR)/coco
 ARGS ?=
+# EXTRAS: dependency sets installed beside dev by `make setup`, e.g. EXTRAS=cluster (SLURM launcher) or cluster,tune
+EXTRAS ?=
+# GPUS: processes for the run targets. 1 runs the app directly; GPUS=N starts N processes with `accelerate launch`,
+# one per GPU of this machine, each computing one shard of every job (easyinv/shards.py).
+GPUS ?= 1
+ifeq ($(strip $(GPUS)),1)
+RUN := $(BENCH)
+else
+RUN := $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(GPUS) --num_machines 1 --mixed_precision no \
+       --dynamo_backend no -m easyinv
+endif
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo test test-slow lint format tiny-models tables reproduce-table1 reproduce-table2 \
+.PHONY: help setup demo test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench clean
 
 help:  ## list the targets
@@ -25,10 +36,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv with the pinned set (idempotent)
+setup: $(VENV)/.installed  ## create .venv with the pinned set (idempotent; EXTRAS=cluster adds the SLURM launcher)
+ifneq ($(strip $(EXTRAS)),)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,$(EXTRAS)]'
+endif
 
 demo: setup  ## Table-1 protocol on the bundled images, Gaussian model, CPU → results/demo/
-	$(BENCH) $(ARGS)
+	$(RUN) $(ARGS)
 
 test: setup  ## the default test suite (CPU, offline, no slow tests)
 	$(PY) -m pytest -q $(ARGS)
@@ -45,17 +59,20 @@ format: setup
 tiny-models: setup  ## build the tiny random SD-1.x / SD-XL folders into .cache/tiny-models
 	$(PY) scripts/make_tiny_models.py
 
-reproduce-table1: setup  ## EasyInv Table 1 on SD-1.4 fp16 + COCO (MODEL_DIR=..., COCO_DIR=...) → results/table1/
-	$(BENCH) experiment=table1 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
+reproduce-table1: setup  ## EasyInv Table 1 on SD-1.4 fp16 + COCO (MODEL_DIR=..., COCO_DIR=..., GPUS=N) → results/table1/
+	$(RUN) experiment=table1 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
 
-reproduce-table2: setup  ## EasyInv Table 2 (fp16 vs fp32) → results/table2/
-	$(BENCH) experiment=table2 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
+reproduce-table2: setup  ## EasyInv Table 2 (fp16 vs fp32; GPUS=N) → results/table2/
+	$(RUN) experiment=table2 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
 
 tables: setup  ## re-write tables and figures from existing records (RUNS=results/runs/table1 OUT=results/table1)
 	$(REPORT) $(or $(RUNS),results/runs/table1) --out $(or $(OUT),results/table1)
 
+check: setup  ## completeness of a run across all its shards: missing/duplicated rows (RUNS=results/runs/table1)
+	$(REPORT) $(or $(RUNS),results/runs/table1) --check
+
 sweep-easyinv: setup  ## EasyInv η × interval × k sweep (Gaussian model, demo data) → results/sweep_easyinv/
-	$(BENCH) experiment=sweep_easyinv $(ARGS)
+	$(RUN) experiment=sweep_easyinv $(ARGS)
 
 sweep-report: setup  ## aggregate a sweep root (SWEEP=results/runs/sweep_easyinv OUT=results/sweep_easyinv)
 	$(REPORT) $(or $(SWEEP),results/runs/sweep_easyinv) --out $(or $(OUT),results/sweep_easyinv) --sweep
