@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid, StepContext, ddim_step
+from easyinv.runner import Job
+from easyinv.validation import CONFIG_DIR
 
 
 @dataclass
@@ -32,3 +37,18 @@ class ConstantEps(Denoiser):
         return self.c[rows].clone(), 1
 
 
+
+
+def make_cfg(root: Path, *overrides: str) -> DictConfig:
+    """The real config composed with the compose API: no experiment preset, results under ``root``, CPU, offline."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose("config", overrides=[
+            "experiment=none", f"paths.root={root}", "metrics.lpips.random_trunk=true", "device=cpu", *overrides,
+        ])
+
+
+def run_job(root: Path, *overrides: str, name: str = "job") -> Path:
+    """Run one job in-process into ``root/runs/<name>``; returns that directory."""
+    run_dir = root / "runs" / name
+    Job(make_cfg(root, *overrides), run_dir).run()
+    return run_dir

@@ -7,32 +7,18 @@ callbacks are exercised in test_cli.py and test_sweeps.py).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from helpers import make_cfg, run_job
 
 import easyinv.runner as runner_module
 from easyinv.records import read_records
 from easyinv.report import write_report
 from easyinv.runner import Job, image_seed, method_label
-from easyinv.validation import CONFIG_DIR, ConfigError
+from easyinv.validation import ConfigError
 
 METHODS = ("ddim", "renoise", "fixed_point", "easyinv")
-
-
-def make_cfg(root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose("config", overrides=[
-            "experiment=none", f"paths.root={root}", "metrics.lpips.random_trunk=true", "device=cpu", *overrides,
-        ])
-
-
-def run_job(root: Path, *overrides: str, name: str = "job") -> Path:
-    run_dir = root / "runs" / name
-    Job(make_cfg(root, *overrides), run_dir).run()
-    return run_dir
 
 
 @pytest.mark.parametrize("model", ["gaussian", "tiny-sd"])
