@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from easyinv.data.base import Item, SkipItem
 from easyinv.figures import recon_png_path, ref_png_path, save_png
 from easyinv.inversion import invert, reconstruct
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
+from easyinv.pipelining import BackgroundWriter, prefetch
 from easyinv.records import (
     RecordWriter,
     config_hash,
@@ -74,6 +76,16 @@ def _build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(cause, (ValueError, TypeError)):
             raise ConfigError(str(cause).splitlines()[0]) from cause
         raise
+
+
+@dataclass
+class LoadedBatch:
+    """A batch after decoding: all its items, those whose image loaded (with the images), and skipped rows."""
+
+    items: list[Item]
+    good: list[Item] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
 class PhaseTimer:
@@ -176,15 +188,24 @@ class Job:
             "environment": environment_info(self.device),
         }, device=self.device)
         position = {it.id: n for n, it in enumerate(items)}
-        first = True
         bs = int(cfg.batch_size)
-        with tqdm(total=len(todo), desc=self.label, unit="img", dynamic_ncols=True) as bar:
-            for start in range(0, len(todo), bs):
-                batch = todo[start:start + bs]
-                for row in self._run_batch(batch, warmup=first, position=position):
-                    writer.append(row)
-                first = False
-                bar.update(len(batch))
+        batches = [todo[start:start + bs] for start in range(0, len(todo), bs)]
+        size = int(self.model.resolution)
+        with tqdm(total=len(todo), desc=self.label, unit="img", dynamic_ncols=True) as bar, \
+                BackgroundWriter(max_pending=2) as persist:
+            # images of batch k+1 are decoded while batch k runs; batch k is written while batch k+1 runs
+            for n, loaded in enumerate(prefetch(lambda b: self._load_batch(b, size), batches)):
+                rows, pngs = self._run_batch(loaded, warmup=n == 0, position=position)
+                persist.submit(self._persist, rows, pngs, writer)
+                bar.update(len(loaded.items))
+
+    def _persist(self, rows: list[dict[str, Any]], pngs: list[tuple[Item, np.ndarray, np.ndarray]],
+                 writer: RecordWriter) -> None:
+        """PNGs first, then the records: a record on disk means its PNGs are there too."""
+        for item, ref, rec in pngs:
+            self._save_pngs(item, ref, rec)
+        for row in rows:
+            writer.append(row)
 
     def _base_row(self, item: Item, seed: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -203,21 +224,28 @@ class Job:
             **self.extra,
         }
 
-    def _run_batch(self, batch: list[Item], warmup: bool, position: dict[str, int]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        images, good = [], []
+    def _load_batch(self, batch: list[Item], size: int) -> LoadedBatch:
+        """Decode a batch (on the prefetch thread): the images that load, and a skipped row for each that does not."""
+        loaded = LoadedBatch(items=batch)
         for item in batch:
             try:
-                images.append(self.dataset.load(item, int(self.model.resolution)))
-                good.append(item)
+                loaded.images.append(self.dataset.load(item, size))
+                loaded.good.append(item)
             except SkipItem as e:
                 seed = image_seed(int(self.cfg.seed), item.id)
-                rows.append(self._base_row(item, seed) | {"status": "skipped", "reason": e.reason})
+                loaded.skipped.append(self._base_row(item, seed) | {"status": "skipped", "reason": e.reason})
+        return loaded
+
+    def _run_batch(
+        self, loaded: LoadedBatch, warmup: bool, position: dict[str, int]
+    ) -> tuple[list[dict[str, Any]], list[tuple[Item, np.ndarray, np.ndarray]]]:
+        """One batch on the device: its rows (skipped ones first), and the PNGs to keep."""
+        rows, good = list(loaded.skipped), loaded.good
         if not good:
-            return rows
+            return rows, []
         seeds = [image_seed(int(self.cfg.seed), it.id) for it in good]
         base = [self._base_row(it, s) | {"warmup": warmup} for it, s in zip(good, seeds, strict=True)]
-        refs = np.stack(images)
+        refs = np.stack(loaded.images)
         try:
             results, recs = self._compute(good, refs, seeds)
         except Exception as e:  # noqa: BLE001 - one bad batch (OOM, a library error) must not end the run
@@ -225,12 +253,13 @@ class Job:
             reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            return rows + [b | {"status": "error", "reason": reason} for b in base]
+            return rows + [b | {"status": "error", "reason": reason} for b in base], []
+        pngs = []
         for b, result, item, ref, rec in zip(base, results, good, refs, recs, strict=True):
             rows.append(b | result)
             if result["status"] == "ok" and self._keep_png(position[item.id]):
-                self._save_pngs(item, ref, rec)
-        return rows
+                pngs.append((item, ref, rec))
+        return rows, pngs
 
     def _keep_png(self, index: int) -> bool:
         return bool(self.cfg.save_png) and (self.cfg.png_limit is None or index < int(self.cfg.png_limit))
