@@ -86,27 +86,32 @@ class FixedPoint:
         t, a_s, a_t = grid.timesteps[i], grid.alpha_src[i], grid.alpha_tgt[i]
         e_prev = eps(ctx.z_query, t)  # 1 NFE: the DDIM prediction
         x = ddim_step(z, e_prev, a_s, a_t)  # x⁰, the DDIM guess
-        rows = torch.arange(z.shape[0], device=z.device)  # rows still iterating
+        # rows still iterating: None while all do, so the loop never reads a device value back (no GPU stall per
+        # iteration); with ``tol`` the stop test has to, once per iteration, and the survivors are indexed
+        rows: Tensor | None = None
         xs: list[Tensor] = []  # Anderson history of iterates and their predictions, all rows (stopped rows go stale)
         es: list[Tensor] = []
         for _ in range(self.iters):
-            if rows.numel() == 0:
+            if rows is not None and rows.numel() == 0:
                 break
-            x_r, z_r = x[rows], z[rows]
-            e_r = eps(x_r, t, rows=rows.cpu())  # 1 NFE per running row
+            x_r, z_r = (x, z) if rows is None else (x[rows], z[rows])
+            e_r = eps(x_r, t, rows=None if rows is None else rows.cpu())  # 1 NFE per running row
+            e_all = e_r if rows is None else e_prev.index_copy(0, rows, e_r)
             if self.acceleration == "none":
                 e_upd = e_r
             elif self.acceleration == "empirical":
-                e_upd = 0.5 * (e_r + e_prev[rows])
+                e_upd = 0.5 * (e_r + (e_prev if rows is None else e_prev[rows]))
             else:
-                xs, es = (xs + [x])[-self.m :], (es + [e_prev.index_copy(0, rows, e_r)])[-self.m :]
-                e_upd = self._anderson(z_r, [h[rows] for h in xs], [h[rows] for h in es], a_s, a_t)
+                xs, es = (xs + [x])[-self.m :], (es + [e_all])[-self.m :]
+                e_upd = self._anderson(z_r, [h if rows is None else h[rows] for h in xs],
+                                       [h if rows is None else h[rows] for h in es], a_s, a_t)
             x_new = ddim_step(z_r, e_upd, a_s, a_t)
-            e_prev = e_prev.index_copy(0, rows, e_r)
-            x_old, x = x_r, x.index_copy(0, rows, x_new)
+            e_prev = e_all
+            x_old, x = x_r, (x_new if rows is None else x.index_copy(0, rows, x_new))
             if self.tol is not None:
                 change = (x_new - x_old).flatten(1).norm(dim=1) / x_old.flatten(1).norm(dim=1).clamp_min(1e-30)
-                rows = rows[change > self.tol]
+                running = torch.arange(z.shape[0], device=z.device) if rows is None else rows
+                rows = running[change > self.tol]
         return x
 
     def _anderson(self, z: Tensor, xs: list[Tensor], es: list[Tensor], a_s: float, a_t: float) -> Tensor:
