@@ -55,7 +55,7 @@ STATUSES = ("ok", "skipped", "nonfinite", "error")
 HASH_EXCLUDE = (
     "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "report_dir",
     "objective", "shard", "dataset.limit", "dataset.offset", "dataset.root", "dataset.manifest", "dataset.hash_files",
-    "model.load.source", "metrics.lpips.trunk_path",
+    "model.load.source", "model.compile", "model.channels_last", "metrics.lpips.trunk_path",
 )
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "lpips", "torchmetrics", "hydra-core",
             "omegaconf", "numpy", "pandas")

@@ -29,6 +29,7 @@ from easyinv.data.base import Item, SkipItem
 from easyinv.figures import recon_png_path, ref_png_path, save_png
 from easyinv.inversion import invert, reconstruct
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
+from easyinv.models.base import check_fast_paths
 from easyinv.pipelining import BackgroundWriter, prefetch
 from easyinv.records import (
     RecordWriter,
@@ -122,6 +123,10 @@ class Job:
             except ValueError as e:
                 raise ConfigError(str(e)) from e
         check_run_config(cfg)
+        try:
+            check_fast_paths(str(cfg.model.get("compile", "none")), cfg.model.get("channels_last", False))
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         self.dataset = _build(cfg.dataset)
         self.label = method_label(str(cfg.method.name), overrides)
         resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -176,6 +181,10 @@ class Job:
             device=str(self.device),
         )
         self.grid = self.model.grid(self.method.num_steps)
+        fast = self.model.accelerate(str(cfg.model.get("compile", "none")), bool(cfg.model.get("channels_last", False)))
+        if fast["compile"] != "none":  # compilation happens at the first call: pay it here, not in an image's time
+            fast["compile_seconds"] = self._warm_up([it.prompt for it in todo[: int(cfg.batch_size)]])
+            log.info("torch.compile(mode=%s) and first calls: %.1f s", fast["compile"], fast["compile_seconds"])
         write_run_manifest(self.run_dir, {
             "config": OmegaConf.to_container(cfg, resolve=True),
             "config_hash": self.hash,
@@ -185,6 +194,7 @@ class Job:
             "items": [it.id for it in items],  # the whole selection, every shard's: what --check expects
             "metrics": self.metrics.describe(),
             "grid": {"timesteps": list(self.grid.timesteps)},
+            "fast_paths": fast,
             "environment": environment_info(self.device),
         }, device=self.device)
         position = {it.id: n for n, it in enumerate(items)}
@@ -198,6 +208,20 @@ class Job:
                 rows, pngs = self._run_batch(loaded, warmup=n == 0, position=position)
                 persist.submit(self._persist, rows, pngs, writer)
                 bar.update(len(loaded.items))
+
+    @torch.no_grad()
+    def _warm_up(self, prompts: list[str]) -> float:
+        """One encode, one UNet call per phase's guidance and one decode at the run's batch shape; seconds taken."""
+        cfg, model = self.cfg, self.model
+        timer = PhaseTimer(self.device)
+        size = int(model.resolution)
+        with timer("warm-up"):
+            z0 = model.encode(torch.zeros(len(prompts), 3, size, size, device=self.device))
+            for phase in ("invert", "reconstruct"):
+                if self.grid.T:
+                    model.denoiser(prompts, float(cfg.guidance[phase]))(z0, self.grid.timesteps[0])
+            model.decode(z0)
+        return timer.seconds["warm-up"]
 
     def _persist(self, rows: list[dict[str, Any]], pngs: list[tuple[Item, np.ndarray, np.ndarray]],
                  writer: RecordWriter) -> None:

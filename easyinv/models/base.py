@@ -15,6 +15,16 @@ from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid
 
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+
+
+def check_fast_paths(compile: str, channels_last: bool) -> None:  # noqa: A002 - the config key's name
+    """Validate ``model.compile`` / ``model.channels_last`` on every device, so a typo fails before a GPU job."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"model.compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+    if not isinstance(channels_last, bool):
+        raise ValueError(f"model.channels_last must be true or false, got {channels_last!r}")
+
 
 class InversionModel(ABC):
     """A latent diffusion model seen through the inversion protocol.
@@ -44,6 +54,14 @@ class InversionModel(ABC):
     @abstractmethod
     def denoiser(self, prompts: Sequence[str], guidance_scale: float) -> Denoiser:
         """ε(z, t) bound to one prompt per row and a guidance scale (CFG only where it changes the result)."""
+
+    def accelerate(self, compile: str = "none", channels_last: bool = False) -> dict[str, Any]:  # noqa: A002
+        """Apply GPU fast paths (``model.compile``, ``model.channels_last``); returns what was done, for run.json.
+
+        A model without a network (the closed-form Gaussian model) has nothing to speed up.
+        """
+        check_fast_paths(compile, channels_last)
+        return {"compile": "none", "channels_last": False, "note": "no network: GPU fast paths do not apply"}
 
     def describe(self) -> dict[str, Any]:
         """Facts recorded in the run manifest (scheduler config, dtypes, sources)."""

@@ -17,6 +17,7 @@ import torch
 
 from easyinv.models.loading import Components
 from easyinv.models.tiny import SD14_SCHEDULER, write_clip_tokenizer
+from easyinv.validation import resolve_device
 
 __all__ = ["SD14_TEXT", "SD14_UNET", "SD14_VAE", "build_sd14_components", "load_sd14_random"]
 
@@ -64,5 +65,8 @@ def load_sd14_random(*, name: str = "sd14-random", seed: int = 0, **kwargs: Any)
     from easyinv.models.stable_diffusion import StableDiffusionModel
 
     kwargs.pop("family", None)
-    return StableDiffusionModel(build_sd14_components(seed), "sd1", name=name, source=f"random:sd14:seed={seed}",
-                                **kwargs)
+    # initialised where it will run: 1.1 G random parameters take seconds on a GPU and a minute on a CPU (the weights
+    # differ between devices, which does not matter: this model exists for its cost, not its numbers)
+    where = resolve_device(kwargs.get("device"))
+    return StableDiffusionModel(build_sd14_components(seed, device=where), "sd1", name=name,
+                                source=f"random:sd14:seed={seed}:{where.type}", **kwargs)

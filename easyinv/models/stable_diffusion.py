@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid
-from easyinv.models.base import InversionModel
+from easyinv.models.base import InversionModel, check_fast_paths
 from easyinv.models.conditioning import PromptEncoder, check_time_embedding, resolve_null_embedding
 from easyinv.models.denoisers import UNetDenoiser
 from easyinv.models.loading import FAMILIES, Components, load_components
@@ -68,6 +68,8 @@ class StableDiffusionModel(InversionModel):
         self.vae_sample = bool(vae_sample)
 
         self.unet = _place(components.unet, self.device, self.unet_dtype)
+        self.unet_fn: torch.nn.Module = self.unet  # what the denoiser calls: the UNet, or its torch.compile wrapper
+        self.fast_paths: dict[str, Any] = {"compile": "none", "channels_last": False}
         self.vae = _place(components.vae, self.device, self.vae_dtype)
         encoders = [_place(te, self.device, self.unet_dtype) for te in components.text_encoders]
         self.prompts = PromptEncoder(family, components.tokenizers, encoders, self.device)
@@ -130,6 +132,43 @@ class StableDiffusionModel(InversionModel):
             source=os.fspath(source),
         )
 
+    def accelerate(self, compile: str = "none", channels_last: bool = False) -> dict[str, Any]:  # noqa: A002
+        """``torch.compile`` the UNet (``mode`` = ``compile`` unless "none") and/or store it channels-last, on CUDA
+        only: on the CPU both are skipped with a logged reason, so a config meant for a GPU still runs here.
+
+        Compilation happens at the first call; the runner makes that call before the first image and records its
+        time apart from every per-image timing.
+        """
+        check_fast_paths(compile, channels_last)
+        if self.device.type != "cuda":
+            if compile != "none" or channels_last:
+                log.info("model.compile=%s, model.channels_last=%s: GPU fast paths, not applied on %s", compile,
+                         channels_last, self.device.type)
+                self.fast_paths = {"compile": "none", "channels_last": False,
+                                   "note": f"requested compile={compile}, channels_last={channels_last}; "
+                                           f"not applied on {self.device.type}"}
+            return dict(self.fast_paths)
+        # precision fp32 means fp32: cuDNN's TF32 convolutions (on by default) would round to 10-bit mantissas
+        tf32 = self.unet_dtype != torch.float32 and self.vae_dtype != torch.float32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        if compile != "none":
+            self.unet_fn = torch.compile(self.unet, mode=None if compile == "default" else compile)
+        self.fast_paths = {"compile": compile, "channels_last": bool(channels_last), "tf32": tf32}
+        return dict(self.fast_paths)
+
+    def attention(self) -> dict[str, Any]:
+        """Which attention implementation the UNet runs: diffusers' processor classes (``AttnProcessor2_0`` is
+        PyTorch's scaled_dot_product_attention) and, on CUDA, which SDPA kernels PyTorch may pick."""
+        info: dict[str, Any] = {"processors": sorted({type(p).__name__ for p in self.unet.attn_processors.values()})}
+        if self.device.type == "cuda":
+            info["sdpa_kernels"] = {"flash": torch.backends.cuda.flash_sdp_enabled(),
+                                    "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+                                    "math": torch.backends.cuda.math_sdp_enabled()}
+        return info
+
     # -- inversion protocol ----------------------------------------------------------------------------------------
 
     def grid(self, steps: int) -> Grid:
@@ -173,7 +212,7 @@ class StableDiffusionModel(InversionModel):
             if len(negative_prompts) != len(prompts):
                 raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
             uncond = [self.prompts(p) for p in negative_prompts]
-        return UNetDenoiser(self.unet, cond, uncond, guidance_scale, vae_scale_factor=self.vae_scale_factor)
+        return UNetDenoiser(self.unet_fn, cond, uncond, guidance_scale, vae_scale_factor=self.vae_scale_factor)
 
     def describe(self) -> dict[str, Any]:
         facts = super().describe()
@@ -187,6 +226,8 @@ class StableDiffusionModel(InversionModel):
             vae_sample=self.vae_sample,
             null_embedding=self.null_embedding,
             force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt,
+            fast_paths=dict(self.fast_paths),
+            attention=self.attention(),
             parameters={
                 "unet": sum(p.numel() for p in self.unet.parameters()),
                 "vae": sum(p.numel() for p in self.vae.parameters()),
