@@ -26,7 +26,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup demo test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
-        sweep-easyinv sweep-report tune-easyinv notebooks bench clean
+        sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -85,8 +85,11 @@ notebooks: setup  ## run notebooks/*.ipynb on the demo and sweep results → res
 	$(PY) -m papermill notebooks/results.ipynb results/notebooks/results.ipynb --cwd notebooks -p runs_dir $(CURDIR)/results/runs/demo
 	$(PY) -m papermill notebooks/sweeps.ipynb results/notebooks/sweeps.ipynb --cwd notebooks -p sweep_dir $(CURDIR)/results/runs/sweep_easyinv
 
-bench: setup  ## UNet calls, per-image time and share outside the UNet per method (scripts/bench.py)
+bench: setup  ## throughput per method × batch size, loop overhead, projected Table 1/2 time → results/bench/
 	$(PY) scripts/bench.py $(ARGS)
+
+gpu-check: setup  ## on a CUDA machine: the gpu tests, then bench on sd14-random fp16 (eager, compiled) → results/bench/
+	bash scripts/gpu_check.sh $(ARGS)
 
 clean:  ## remove run records (results/runs) and caches, keep .venv
 	rm -rf results/runs .cache

@@ -1,89 +1,60 @@
-"""Speed benchmark: per method, NFE and UNet calls per image, time per image, ms per NFE, share outside the UNet.
+"""`make bench`: throughput per method and batch size on one model and device, and the projected cost of the full
+EasyInv Table 1 and Table 2 there. Writes results/bench/<device-slug>.md and .csv. A benchmark, never a test.
 
-Runs the real runner (same code path as the benchmark) on a few images into a scratch directory, skipping the
-first image as warm-up, and prints one row per method. Timing lives here, never in the tests.
+    python scripts/bench.py                                             # tiny-sd, 64 px, CPU, B = 1 2 4 8
+    python scripts/bench.py model=tiny-sd model.resolution=512 --batch-sizes 1 --images 2
+    python scripts/bench.py model=sd14-random precision=fp16 device=cuda --batch-sizes 1 8   # SD-1.4's cost, no weights
+    python scripts/bench.py model=sd14-random precision=fp16 device=cuda model.compile=max-autotune --batch-sizes 1 8
 
-    python scripts/bench.py                                  # tiny-sd, 64 px, CPU
-    python scripts/bench.py model=tiny-sd model.resolution=512 --images 3
-    python scripts/bench.py model=sd14-random precision=fp16 device=cuda --images 5   # GPU: full-size SD-1.4 cost
+Each (method, B) job runs the real runner over copies of the bundled images: one warm-up batch, then ``--images``
+timed images (rounded up to whole batches). Methods run at their Table-1 settings (the config defaults).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import shlex
+import sys
 import tempfile
-import time
 from pathlib import Path
 
-import pandas as pd
-from hydra import compose, initialize_config_dir
+from easyinv.bench import TABLE1_ROWS, device_slug, markdown, run_bench, summarize_bench, write_bench
 
-from easyinv.records import read_records
-from easyinv.runner import Job
-from easyinv.validation import CONFIG_DIR
-
-METHODS = ("vae_only", "ddim", "easyinv", "renoise", "fixed_point")
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def bench(overrides: list[str], methods: list[str], images: int, out: Path) -> pd.DataFrame:
-    """Run each method on ``images`` images (+1 warm-up) and summarise the records."""
-    rows = []
-    root = Path(__file__).resolve().parent.parent
-    for name in methods:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            cfg = compose("config", overrides=[
-                "experiment=none", "metrics.lpips.random_trunk=true", f"paths.root={root}",
-                f"method={name}", f"dataset.limit={images + 1}", *overrides,
-            ])
-        run_dir = out / name
-        start = time.perf_counter()
-        Job(cfg, run_dir).run()
-        wall = time.perf_counter() - start
-        df = read_records([run_dir])
-        timed = df[(df.status == "ok") & (~df.warmup.astype(bool))]
-        if timed.empty:
-            timed = df[df.status == "ok"]
-        unet = timed.unet_seconds.mean()
-        total = timed.t_total.mean()
-        rows.append({
-            "method": name,
-            "images": len(timed),
-            "nfe/img": timed.nfe.mean(),
-            "UNet calls/img": timed.unet_calls.mean() if "unet_calls" in timed else float("nan"),
-            "s/img": total,
-            "s/img invert": timed.t_invert.mean(),
-            "ms/NFE": timed.ms_per_nfe.mean(),
-            "UNet s/img": unet,
-            "outside UNet": 1 - unet / total if total else float("nan"),
-            "job wall s": wall,
-        })
-    return pd.DataFrame(rows)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=tiny-sd device=cuda")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--images", type=int, default=2, help="timed images per method (one more runs as warm-up)")
-    parser.add_argument("--out", type=Path, default=None, help="keep the records here (default: a temp dir)")
-    args = parser.parse_args()
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=sd14-random precision=fp16")
+    parser.add_argument("--methods", nargs="+", default=list(TABLE1_ROWS))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--images", type=int, default=8, help="timed images per (method, B), after a warm-up batch")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="where <slug>.md/.csv go")
+    parser.add_argument("--no-table2", action="store_true", help="skip EasyInv in the other Table-2 precision")
+    parser.add_argument("--no-renoise-split", action="store_true",
+                        help="skip ReNoise without regularisation (used to report the regularisation's share)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the runs' records here (default: temp dir)")
+    args = parser.parse_intermixed_args(argv)  # overrides may follow options (scripts/gpu_check.sh)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = args.overrides or ["model=tiny-sd", "device=cpu"]
-    if args.out is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            table = bench(overrides, args.methods, args.images, Path(tmp))
-    else:
-        table = bench(overrides, args.methods, args.images, args.out)
-    print(f"overrides: {' '.join(overrides)}")
-    print(table.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else table.round(3).to_string(index=False))
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python scripts/bench.py " + " ".join(shlex.quote(a) for a in given)
 
+    def go(workdir: Path) -> int:
+        records, facts = run_bench(overrides, args.methods, args.batch_sizes, args.images, workdir,
+                                   table2=not args.no_table2, renoise_split=not args.no_renoise_split)
+        summary = summarize_bench(records)
+        files = write_bench(summary, facts, args.out, command)
+        print(markdown(summary, facts, command))
+        print(f"written: {files['md']} and {files['csv']} ({device_slug(facts)})")
+        return 0
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    if args.keep is not None:
+        return go(args.keep)
+    with tempfile.TemporaryDirectory() as tmp:
+        return go(Path(tmp))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
