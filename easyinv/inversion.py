@@ -24,6 +24,7 @@ from torch import Tensor
 __all__ = [
     "Blender",
     "Denoiser",
+    "FiniteWatch",
     "Grid",
     "Inversion",
     "Method",
@@ -186,6 +187,24 @@ class Denoiser(ABC):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+class FiniteWatch:
+    """The first step at which each row's trajectory held a non-finite value (-1: never).
+
+    One ``isfinite`` reduction per step over the whole batch, kept on the latent's device and read back once by the
+    caller, so watching costs no synchronisation inside the step loop.
+    """
+
+    def __init__(self, batch_size: int, device: torch.device | str = "cpu"):
+        self.first = torch.full((batch_size,), -1, dtype=torch.long, device=device)
+
+    def see(self, z: Tensor, step: int) -> None:
+        bad = ~torch.isfinite(z).flatten(1).all(dim=1)
+        self.first = torch.where((self.first < 0) & bad, torch.full_like(self.first, step), self.first)
+
+    def steps(self) -> list[int]:
+        return self.first.cpu().tolist()
+
+
 @dataclass(frozen=True)
 class StepContext:
     """What a method step may read besides its input latent.
@@ -230,9 +249,16 @@ class Inversion:
 
 
 def invert(
-    method: Method, eps: Denoiser, z0: Tensor, grid: Grid, seeds: Sequence[int] | None = None
+    method: Method,
+    eps: Denoiser,
+    z0: Tensor,
+    grid: Grid,
+    seeds: Sequence[int] | None = None,
+    watch: FiniteWatch | None = None,
 ) -> Inversion:
     """Walk the grid from z_0 to z_T with ``method.step``, applying ``method.blend`` where its window says.
+
+    ``watch`` sees the latent after every step (step ``i + 1`` is the latent after iteration ``i``).
 
     The blend is applied here, not in the methods, so EasyInv composes with any method (algorithms.md §2.2):
     ``released`` mixes the step's input with the previous step's (possibly blended) input after the first noise
@@ -258,14 +284,22 @@ def invert(
         prev_in = z_in
         z = z_next
         trajectory.append(z)
+        if watch is not None:
+            watch.see(z, i + 1)
     return Inversion(z_T=z, trajectory=trajectory, nfe=eps.nfe - nfe_start)
 
 
-def reconstruct(eps: Denoiser, z_T: Tensor, grid: Grid) -> list[Tensor]:  # noqa: N803
-    """Deterministic DDIM sampling from z_T back to z_0 over the same grid; returns ``[z_T, ..., z_0]``."""
+def reconstruct(
+    eps: Denoiser, z_T: Tensor, grid: Grid, watch: FiniteWatch | None = None  # noqa: N803
+) -> list[Tensor]:
+    """Deterministic DDIM sampling from z_T back to z_0 over the same grid; returns ``[z_T, ..., z_0]``.
+
+    ``watch`` sees the latent after every step, numbered 1 … T in sampling order."""
     z = z_T
     trajectory = [z]
-    for i in reversed(range(grid.T)):
+    for n, i in enumerate(reversed(range(grid.T)), start=1):
         z = ddim_step(z, eps(z, grid.timesteps[i]), grid.alpha_tgt[i], grid.alpha_src[i])
         trajectory.append(z)
+        if watch is not None:
+            watch.see(z, n)
     return trajectory

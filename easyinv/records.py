@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ STATUSES = ("ok", "skipped", "nonfinite", "error")
 HASH_EXCLUDE = (
     "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "report_dir",
     "objective", "shard", "dataset.limit", "dataset.offset", "dataset.root", "dataset.manifest", "dataset.hash_files",
-    "model.load.source", "model.compile", "model.channels_last", "metrics.lpips.trunk_path",
+    "model.load.source", "model.compile", "model.channels_last", "precision.fallback", "metrics.lpips.trunk_path",
 )
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "lpips", "torchmetrics", "hydra-core",
             "omegaconf", "numpy", "pandas")
@@ -68,6 +69,9 @@ class Record:
     Times are seconds; ``nfe`` counts latent rows through the UNet (``nfe_invert + nfe_reconstruct``);
     ``unet_seconds`` is time spent inside UNet calls; ``warmup`` marks the first image, left out of timing means.
     ``extra`` holds flattened free keys (swept hyperparameters like ``method.eta``) written at the top level.
+    Failures: ``first_failure`` says where a non-finite value first appeared (``invert step 12``), ``retried`` how
+    the image was computed again (``fp32``), ``flag`` marks an ``ok`` row to distrust (``degenerate``: a flat
+    reconstruction of a textured image). ``batch_size`` is the batch the image actually ran in.
     """
 
     item_id: str
@@ -99,6 +103,9 @@ class Record:
     lpips_comparable: bool | None = None
     device: str | None = None
     batch_size: int | None = None
+    first_failure: str | None = None
+    retried: str | None = None
+    flag: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -157,6 +164,10 @@ def _primitive(key: str, value: Any) -> Any:
     raise TypeError(f"record field {key!r}: {type(value).__name__} is not a primitive (str, int, float, bool, None)")
 
 
+# Seconds a writer pauses in the middle of each line; only the SIGKILL test sets it (EASYINV_FAULT_WRITE_PAUSE).
+_WRITE_PAUSE = float(os.environ.get("EASYINV_FAULT_WRITE_PAUSE", "0") or 0)
+
+
 class RecordsBusyError(RuntimeError):
     """Another live process holds the records file this writer would append to."""
 
@@ -188,6 +199,11 @@ class RecordWriter:
             raise ValueError(f"record status: expected one of {STATUSES}, got {row['status']!r}")
         line = json.dumps({k: _primitive(k, v) for k, v in row.items()}, allow_nan=False, ensure_ascii=False)
         f = self.open()
+        if _WRITE_PAUSE > 0:  # fault injection for the kill test: leave a half-written line on disk for a moment
+            f.write(line[: len(line) // 2])
+            f.flush()
+            time.sleep(_WRITE_PAUSE)
+            line = line[len(line) // 2 :]
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())

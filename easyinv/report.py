@@ -137,6 +137,8 @@ def summarize(df: pd.DataFrame, by: Sequence[str] = GROUP_KEYS) -> pd.DataFrame:
         row["n_ok"] = len(ok)
         for status in ("skipped", "nonfinite", "error"):
             row[f"n_{status}"] = int((g["status"] == status).sum())
+        row["n_degenerate"] = int((ok["flag"] == "degenerate").sum())  # ok rows, metrics kept, but flat images
+        row["n_retried"] = int(ok["retried"].notna().sum())  # ok only after the precision fallback
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_ci95"], row[f"{metric}_n"] = mean_ci(ok[metric])
         measured = ok["lpips"].notna()
@@ -298,7 +300,9 @@ def _cell(row: pd.Series, metric: str, style: _Style) -> str:
 
 
 def _failures(row: pd.Series) -> str:
-    parts = [f"{int(row[f'n_{s}'])} {s}" for s in ("nonfinite", "error", "skipped") if row[f"n_{s}"]]
+    kinds = (("nonfinite", "nonfinite"), ("degenerate", "degenerate"), ("error", "error"), ("skipped", "skipped"),
+             ("retried", "ok after fp32 retry"))
+    parts = [f"{int(row[f'n_{k}'])} {text}" for k, text in kinds if row.get(f"n_{k}", 0)]
     return ", ".join(parts) or "0"
 
 
@@ -345,7 +349,9 @@ def _caption(table: pd.DataFrame, title: str) -> list[str]:
 def _notes(table: pd.DataFrame, paper_setting: str) -> list[str]:
     notes = ["Mean ± half width of the t-based 95 % CI over images; PSNR averaged per image. Time: mean recorded "
              "t_total per image over ok images, warm-up excluded. ms/NFE: UNet time per NFE. non-UNet %: share of "
-             "invert + reconstruct time outside UNet calls. Failures: images without metrics, by status."]
+             "invert + reconstruct time outside UNet calls. Failures: images without metrics, by status (nonfinite, "
+             "error, skipped), ok images flagged degenerate (flat reconstruction of a textured image), and ok images "
+             "that needed the fp32 retry."]
     paper = table.attrs.get("paper")
     if table[[c for c in table.columns if c.startswith("paper_")]].notna().any().any():
         notes.append(f"Paper: {paper_setting}. Δ = ours − paper.")
@@ -366,7 +372,8 @@ PAPER_SETTINGS = {
 }
 CSV_COLUMNS = (
     "dataset", "model", "method", "method_label", "label", "precision", "device", "config_hash", "n_images", "n_ok",
-    "n_skipped", "n_nonfinite", "n_error", *[f"{m}_{s}" for m in METRICS for s in ("mean", "ci95", "n")],
+    "n_skipped", "n_nonfinite", "n_error", "n_degenerate", "n_retried",
+    *[f"{m}_{s}" for m in METRICS for s in ("mean", "ci95", "n")],
     "lpips_comparable", "time_s_mean", "time_s_ci95", "time_s_n", "nfe_mean", "ms_per_nfe", "non_unet_share",
     *[f"{kind}_{m}" for kind in ("paper", "diff") for m in ("lpips", "ssim", "psnr", "time_s")],
 )

@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from easyinv.data.base import Item, SkipItem
 from easyinv.figures import recon_png_path, ref_png_path, save_png
-from easyinv.inversion import invert, reconstruct
+from easyinv.inversion import FiniteWatch, invert, reconstruct
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
-from easyinv.models.base import check_fast_paths
+from easyinv.models.base import InversionModel, check_fast_paths
 from easyinv.pipelining import BackgroundWriter, prefetch
 from easyinv.records import (
     RecordWriter,
@@ -42,7 +42,7 @@ from easyinv.records import (
     write_run_manifest,
 )
 from easyinv.shards import resolve_shard
-from easyinv.validation import ConfigError, check_run_config
+from easyinv.validation import ConfigError, check_run_config, parse_dtype
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ def _build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(cause, (ValueError, TypeError)):
             raise ConfigError(str(cause).splitlines()[0]) from cause
         raise
+
+
+FALLBACKS = ("none", "fp32")
+FP32_PARTS = ("unet", "vae", "latent")
 
 
 @dataclass
@@ -135,13 +139,20 @@ class Job:
         self.extra = flatten({"method": resolved["method"]})
         self.shard = resolve_shard(cfg.get("shard"), str(cfg.device))  # this process's slice and device
         self.device = self.shard.device
+        self.fallback = str(cfg.precision.get("fallback", "none"))
+        if self.fallback not in FALLBACKS:
+            raise ConfigError(f"precision.fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
+        if self.fallback == "fp32" and all(parse_dtype(cfg.precision[p]) == torch.float32 for p in FP32_PARTS):
+            self.fallback = "none"  # already fp32 throughout: a retry would fail the same way
+        self.fp32_model: InversionModel | None = None
         self.records_path = run_dir / self.shard.records_name
 
     def pending(self) -> tuple[list[Item], list[Item]]:
         """All items in dataset order, and this shard's items not yet recorded under this config hash by any
         writer of the job directory (any shard count, or a single process)."""
         items = self.dataset.items()
-        done = done_keys(self.run_dir)
+        # with an fp32 fallback, non-finite rows of an earlier run get their retry too
+        done = done_keys(self.run_dir, retry=("error", "nonfinite") if self.fallback == "fp32" else ("error",))
         return items, [it for it in items if self.shard.owns(it.id) and (it.id, self.hash) not in done]
 
     def run(self) -> float | None:
@@ -264,26 +275,62 @@ class Job:
         self, loaded: LoadedBatch, warmup: bool, position: dict[str, int]
     ) -> tuple[list[dict[str, Any]], list[tuple[Item, np.ndarray, np.ndarray]]]:
         """One batch on the device: its rows (skipped ones first), and the PNGs to keep."""
-        rows, good = list(loaded.skipped), loaded.good
-        if not good:
-            return rows, []
-        seeds = [image_seed(int(self.cfg.seed), it.id) for it in good]
-        base = [self._base_row(it, s) | {"warmup": warmup} for it, s in zip(good, seeds, strict=True)]
-        refs = np.stack(loaded.images)
+        if not loaded.good:
+            return list(loaded.skipped), []
+        rows, pngs = self._run_items_on_device(loaded.good, np.stack(loaded.images), warmup, position)
+        return list(loaded.skipped) + rows, pngs
+
+    def _run_items_on_device(
+        self, items: list[Item], refs: np.ndarray, warmup: bool, position: dict[str, int]
+    ) -> tuple[list[dict[str, Any]], list[tuple[Item, np.ndarray, np.ndarray]]]:
+        """Compute ``items`` as one batch. Out of memory: run it again in halves, down to single images; any other
+        exception (or out of memory alone) turns the images into ``error`` rows and the run goes on."""
+        seeds = [image_seed(int(self.cfg.seed), it.id) for it in items]
+        base = [self._base_row(it, s) | {"warmup": warmup, "batch_size": len(items)}
+                for it, s in zip(items, seeds, strict=True)]
         try:
-            results, recs = self._compute(good, refs, seeds)
+            results, recs = self._compute(items, refs, seeds)
         except Exception as e:  # noqa: BLE001 - one bad batch (OOM, a library error) must not end the run
-            log.exception("batch %s failed", [it.id for it in good])
+            self._free_memory()
+            if is_out_of_memory(e) and len(items) > 1:
+                half = (len(items) + 1) // 2
+                log.warning("out of memory with %d images: running them as %d + %d", len(items), half,
+                            len(items) - half)
+                first = self._run_items_on_device(items[:half], refs[:half], warmup, position)
+                second = self._run_items_on_device(items[half:], refs[half:], warmup, position)
+                return first[0] + second[0], first[1] + second[1]
+            log.exception("batch %s failed", [it.id for it in items])
             reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            return rows + [b | {"status": "error", "reason": reason} for b in base], []
-        pngs = []
-        for b, result, item, ref, rec in zip(base, results, good, refs, recs, strict=True):
+            return [b | {"status": "error", "reason": reason} for b in base], []
+        if self.fallback == "fp32":
+            for k, result in enumerate(results):
+                if result["status"] == "nonfinite":
+                    results[k], recs[k] = self._retry_in_fp32(items[k], refs[k], seeds[k], result)
+        rows, pngs = [], []
+        for b, result, item, ref, rec in zip(base, results, items, refs, recs, strict=True):
             rows.append(b | result)
             if result["status"] == "ok" and self._keep_png(position[item.id]):
                 pngs.append((item, ref, rec))
         return rows, pngs
+
+    def _retry_in_fp32(
+        self, item: Item, ref: np.ndarray, seed: int, failed: dict[str, Any]
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """Run one non-finite image again alone with UNet, VAE and latents in fp32; keep where it first failed."""
+        if self.fp32_model is None:
+            cfg = self.cfg
+            precision = {**OmegaConf.to_container(cfg.precision, resolve=True), **dict.fromkeys(FP32_PARTS, "float32")}
+            log.info("precision.fallback=fp32: loading an fp32 copy of the model for non-finite images")
+            self.fp32_model = _build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution,
+                                     precision=precision, device=str(self.device))
+        log.warning("%s: non-finite at %s; retrying alone in fp32", item.id, failed.get("first_failure"))
+        results, recs = self._compute([item], ref[None], [seed], model=self.fp32_model)
+        keep = {"first_failure": failed.get("first_failure"), "retried": "fp32"}
+        return results[0] | keep | {"batch_size": 1}, recs[0]
+
+    def _free_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _keep_png(self, index: int) -> bool:
         return bool(self.cfg.save_png) and (self.cfg.png_limit is None or index < int(self.cfg.png_limit))
@@ -294,22 +341,24 @@ class Job:
 
     @torch.no_grad()
     def _compute(
-        self, items: list[Item], images: np.ndarray, seeds: list[int]
+        self, items: list[Item], images: np.ndarray, seeds: list[int], model: InversionModel | None = None
     ) -> tuple[list[dict[str, Any]], np.ndarray]:
         """Encode → invert → reconstruct → decode → metrics for one batch: a result per image, and the uint8
-        reconstructions ``(B, H, W, 3)``."""
-        cfg, model, B = self.cfg, self.model, len(items)  # noqa: N806
+        reconstructions ``(B, H, W, 3)``. ``model`` defaults to the job's (the fp32 fallback passes its own)."""
+        cfg, B = self.cfg, len(items)  # noqa: N806
+        model = model if model is not None else self.model
         timer = PhaseTimer(self.device)
         prompts = [it.prompt for it in items]
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
         with timer("encode"):
             z0 = model.encode(x, seeds)
         eps_inv = model.denoiser(prompts, float(cfg.guidance.invert))
+        watch_inv, watch_rec = FiniteWatch(B, z0.device), FiniteWatch(B, z0.device)
         with timer("invert"):
-            inversion = invert(self.method, eps_inv, z0, self.grid, seeds)
+            inversion = invert(self.method, eps_inv, z0, self.grid, seeds, watch=watch_inv)
         eps_rec = model.denoiser(prompts, float(cfg.guidance.reconstruct))
         with timer("reconstruct"):
-            z_rec = reconstruct(eps_rec, inversion.z_T, self.grid)[-1]
+            z_rec = reconstruct(eps_rec, inversion.z_T, self.grid, watch=watch_rec)[-1]
         with timer("decode"):
             x_rec = model.decode(z_rec)
         finite = {
@@ -317,6 +366,8 @@ class Job:
             "z_0 reconstruction": torch.isfinite(z_rec).flatten(1).all(1).cpu(),
             "decoded image": torch.isfinite(x_rec).flatten(1).all(1).cpu(),
         }
+        first = first_failures(torch.isfinite(z0).flatten(1).all(1).cpu().tolist(), watch_inv.steps(),
+                               watch_rec.steps(), finite["decoded image"].tolist())
         rec_u8 = to_uint8(torch.nan_to_num(x_rec.float().cpu())).permute(0, 2, 3, 1).numpy()
         with timer("metrics"):
             scores = self.metrics.measure(rec_u8, images)
@@ -340,12 +391,48 @@ class Job:
                 "unet_calls": unet_calls,
                 "ms_per_nfe": 1000 * unet_s / nfe if nfe else None,
             }
-            if bad:
-                row |= {"status": "nonfinite", "reason": "non-finite values in " + ", ".join(bad)}
+            if bad or first[b]:
+                bad = bad or ["the trajectory"]
+                row |= {"status": "nonfinite", "reason": "non-finite values in " + ", ".join(bad),
+                        "first_failure": first[b] or "unknown"}
             else:
                 row |= {"status": "ok", "reason": "", "latent_mse": float(mse[b]), **scores[b]}
+                if is_degenerate(rec_u8[b], images[b]):
+                    row["flag"] = "degenerate"
             out.append(row)
         return out, rec_u8
+
+
+OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA's and the CPU allocator's words
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """An allocation failure (worth retrying with fewer images), as opposed to any other error."""
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES)
+
+
+def first_failures(encoded: list[bool], invert_steps: list[int], reconstruct_steps: list[int],
+                   decoded: list[bool]) -> list[str | None]:
+    """Per row, where the first non-finite value appeared: ``encode``, ``invert step k`` (after inversion iteration
+    k of T), ``reconstruct step k`` (k-th sampling step), ``decode``; None for a finite row."""
+    out: list[str | None] = []
+    for enc, inv, rec, dec in zip(encoded, invert_steps, reconstruct_steps, decoded, strict=True):
+        out.append("encode" if not enc else f"invert step {inv}" if inv >= 0 else
+                   f"reconstruct step {rec}" if rec >= 0 else "decode" if not dec else None)
+    return out
+
+
+# A reconstruction is degenerate (the paper's "black images") when it is (near-)flat while its reference is not:
+# std of its uint8 pixels below DEGENERATE_STD grey levels and the reference's above REFERENCE_STD.
+DEGENERATE_STD = 2.0
+REFERENCE_STD = 10.0
+
+
+def is_degenerate(rec_u8: np.ndarray, ref_u8: np.ndarray) -> bool:
+    """Flat reconstruction of a textured reference (both uint8 ``(H, W, 3)``); metrics are still recorded."""
+    return float(np.std(rec_u8)) < DEGENERATE_STD and float(np.std(ref_u8)) > REFERENCE_STD
 
 
 def run(cfg: DictConfig) -> float | None:
