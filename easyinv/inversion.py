@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
@@ -24,14 +24,18 @@ from torch import Tensor
 __all__ = [
     "Blender",
     "Denoiser",
+    "Denoisers",
     "FiniteWatch",
     "Grid",
     "Inversion",
     "Method",
+    "NullTextDenoiser",
     "StepContext",
     "ddim_step",
     "invert",
+    "invert_with",
     "reconstruct",
+    "reconstruct_with",
 ]
 
 
@@ -58,6 +62,14 @@ class Grid:
     @property
     def T(self) -> int:  # noqa: N802 - the paper's symbol
         return len(self.timesteps)
+
+    def levels(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
+        """ᾱ and UNet timestep of each noise level k = 0 … T, for methods that evaluate ε on a level's own latent at
+        its own timestep (BDIA, BELM; more-methods.md §0): a_0 = ᾱ_src[0], a_k = ᾱ_tgt[k−1]; τ_0 = 0, τ_k = t_{k−1}.
+        """
+        if not self.timesteps:
+            return (), ()
+        return (self.alpha_src[0], *self.alpha_tgt), (0, *self.timesteps)
 
     @classmethod
     def from_schedule(
@@ -153,15 +165,19 @@ class Denoiser(ABC):
             rows = torch.arange(self.batch_size)
         elif len(rows) != z.shape[0]:
             raise ValueError(f"rows has {len(rows)} entries for {z.shape[0]} latent rows")
-        if z.is_cuda:
+        return self._counted(lambda: self.predict(z, int(t), rows), rows, z.is_cuda)
+
+    def _counted(self, call: Callable[[], tuple[Tensor, int | Tensor]], rows: Tensor, cuda: bool) -> Tensor:
+        """Run one network call, adding its time and its NFE (an int, or one per row) to the counters."""
+        if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            eps, cost = self.predict(z, int(t), rows)
+            eps, cost = call()
             end.record()
             self._events.append((start, end))
         else:
             began = time.perf_counter()
-            eps, cost = self.predict(z, int(t), rows)
+            eps, cost = call()
             self._seconds += time.perf_counter() - began
         self.calls += 1
         cost = torch.as_tensor(cost, dtype=torch.long).cpu().expand(len(rows)).clone()  # int, or one per row
@@ -180,6 +196,35 @@ class Denoiser(ABC):
         self._seconds = 0.0
         self._events.clear()
         self.calls = 0
+
+
+class NullTextDenoiser(Denoiser):
+    """ε whose unconditional branch takes an explicit, differentiable embedding u (null-text inversion).
+
+    Called plainly it is the conditional branch alone (w = 1). ``uncond(z, t, u, rows)`` is ε(z, t; u) for the given
+    rows with autograd through u (the network stays frozen); ``guided(z, t, u, w)`` is ε(z; u) + w (ε(z; c) − ε(z; u))
+    in one call of 2 rows per image. ``u`` is float32 ``(B, *E)``, cast at the network boundary.
+    """
+
+    @abstractmethod
+    def initial_embedding(self) -> Tensor:
+        """The unconditional embedding the optimisation starts from, one per row, float32 (the model's null)."""
+
+    @abstractmethod
+    def _uncond(self, z: Tensor, t: int, u: Tensor, rows: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def _both(self, z: Tensor, t: int, u: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def uncond(self, z: Tensor, t: int, u: Tensor, rows: Tensor) -> Tensor:
+        return self._counted(lambda: (self._uncond(z, int(t), u, rows), 1), rows, z.is_cuda)
+
+    def guided(self, z: Tensor, t: int, u: Tensor, guidance_scale: float) -> Tensor:
+        def call() -> tuple[Tensor, int]:
+            eps_c, eps_u = self._both(z, int(t), u)
+            return eps_u + guidance_scale * (eps_c - eps_u), 2
+
+        return self._counted(call, torch.arange(self.batch_size), z.is_cuda)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -241,11 +286,20 @@ class Method(Protocol):
 
 @dataclass
 class Inversion:
-    """Result of an inversion: z_T ``(B, C, H, W)``, the trajectory ``[z_0, ..., z_T]`` and NFE per image."""
+    """Result of an inversion: z_T ``(B, C, H, W)``, the trajectory ``[z_0, ..., z_T]``, NFE per image, and what a
+    method's own reconstruction needs besides z_T (``state``: a second latent, per-step embeddings, …; one leading
+    batch dimension per tensor)."""
 
     z_T: Tensor  # noqa: N815
     trajectory: list[Tensor] = field(repr=False)
     nfe: Tensor
+    state: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    backward_passes: Tensor | None = None  # autograd passes through the network per image (None: none)
+
+    def state_bytes(self) -> int:
+        """Bytes a reconstruction needs per image: z_T plus the method's state."""
+        b = max(int(self.z_T.shape[0]), 1)
+        return sum(int(t.nelement() * t.element_size()) for t in (self.z_T, *self.state.values())) // b
 
 
 def invert(
@@ -303,3 +357,103 @@ def reconstruct(
         if watch is not None:
             watch.see(z, n)
     return trajectory
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Methods that own their walk
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class Denoisers:
+    """The denoisers of one batch, bound to its prompts: what a method may ask for, and the one place their cost is
+    added up.
+
+    ``for_phase()`` is ε at the protocol's guidance of the phase the runner is in (``phase``: "invert" or
+    "reconstruct"); ``at(w, negative_prompts)`` is any other guidance or negative prompt a method's own walk needs
+    (negative-prompt inversion, pivots at w = 1). Every denoiser handed out is counted in the phase it was made in.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[float, Sequence[str] | None], Denoiser],
+        prompts: Sequence[str],
+        guidance: dict[str, float],
+        null_text: Callable[[], NullTextDenoiser] | None = None,
+    ):
+        self._make = make
+        self._null_text = null_text
+        self.prompts = list(prompts)
+        self.guidance = dict(guidance)
+        self.phase = "invert"
+        self._made: list[tuple[str, Denoiser]] = []
+        self._bound: dict[str, Denoiser] = {}
+
+    def at(self, guidance: float, negative_prompts: Sequence[str] | None = None) -> Denoiser:
+        eps = self._make(float(guidance), negative_prompts)
+        self._made.append((self.phase, eps))
+        return eps
+
+    def null_text(self) -> NullTextDenoiser:
+        """ε with an optimisable unconditional embedding (null-text inversion), counted like the others."""
+        if self._null_text is None:
+            raise ValueError("this model offers no unconditional embedding to optimise (null-text inversion)")
+        eps = self._null_text()
+        self._made.append((self.phase, eps))
+        return eps
+
+    def for_phase(self) -> Denoiser:
+        """The protocol's ε for the current phase (one instance per phase, so a walk may ask repeatedly)."""
+        if self.phase not in self._bound:
+            self._bound[self.phase] = self.at(self.guidance[self.phase])
+        return self._bound[self.phase]
+
+    def nfe(self, phase: str) -> Tensor:
+        counts = [eps.nfe for p, eps in self._made if p == phase]
+        return torch.stack(counts).sum(0) if counts else torch.zeros(0, dtype=torch.long)
+
+    @property
+    def seconds(self) -> float:
+        return sum(eps.seconds for _, eps in self._made)
+
+    @property
+    def calls(self) -> int:
+        return sum(eps.calls for _, eps in self._made)
+
+
+class OwnWalk(Protocol):
+    """A method whose inversion is not one latent in, one latent out per step (EDICT, BDIA, BELM, NPI): it walks
+    the grid itself and reconstructs from its own state."""
+
+    name: str
+    num_steps: int
+
+    def invert(
+        self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None
+    ) -> Inversion: ...
+
+    def reconstruct(self, den: Denoisers, inversion: Inversion, grid: Grid, watch: FiniteWatch | None) -> Tensor: ...
+
+
+def invert_with(
+    method: Method | OwnWalk,
+    den: Denoisers,
+    z0: Tensor,
+    grid: Grid,
+    seeds: Sequence[int],
+    watch: FiniteWatch | None = None,
+) -> Inversion:
+    """The method's own inversion if it has one, else the shared walk with the protocol's ε."""
+    own = getattr(method, "invert", None)
+    if own is not None:
+        return own(den, z0, grid, tuple(int(s) for s in seeds), watch)
+    return invert(method, den.for_phase(), z0, grid, seeds, watch=watch)  # type: ignore[arg-type]
+
+
+def reconstruct_with(
+    method: Method | OwnWalk, den: Denoisers, inversion: Inversion, grid: Grid, watch: FiniteWatch | None = None
+) -> Tensor:
+    """z_0 from the method's own reconstruction if it has one, else DDIM sampling from z_T."""
+    own = getattr(method, "reconstruct", None)
+    if own is not None:
+        return own(den, inversion, grid, watch)
+    return reconstruct(den.for_phase(), inversion.z_T, grid, watch=watch)[-1]

@@ -90,6 +90,8 @@ class Record:
     nfe: int | None = None
     nfe_invert: int | None = None
     nfe_reconstruct: int | None = None
+    backward_passes: int | None = None  # autograd passes through the network (null-text inversion), not in nfe
+    state_bytes: int | None = None  # what the reconstruction needs per image: z_T plus the method's own state
     t_encode: float | None = None
     t_invert: float | None = None
     t_reconstruct: float | None = None

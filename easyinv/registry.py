@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from baselines.bdia import BDIA
+from baselines.belm import BELM
 from baselines.ddim import DDIM
+from baselines.edict import EDICT
 from baselines.fixed_point import FixedPoint
+from baselines.negative_prompt import NegativePrompt
+from baselines.null_text import NullText
 from baselines.renoise import ReNoise
 from baselines.vae_only import VAEOnly
 from easyinv.method import EasyInv
@@ -21,6 +26,11 @@ METHODS: dict[str, type] = {
     "easyinv": EasyInv,
     "renoise": ReNoise,
     "fixed_point": FixedPoint,
+    "negative_prompt": NegativePrompt,
+    "null_text": NullText,
+    "edict": EDICT,
+    "bdia": BDIA,
+    "belm": BELM,
 }
 
 

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from easyinv.data.base import Item, SkipItem
 from easyinv.figures import recon_png_path, ref_png_path, save_png
-from easyinv.inversion import FiniteWatch, invert, reconstruct
+from easyinv.inversion import Denoisers, FiniteWatch, invert_with, reconstruct_with
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
 from easyinv.models.base import InversionModel, check_fast_paths
 from easyinv.pipelining import BackgroundWriter, prefetch
@@ -352,13 +352,15 @@ class Job:
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
         with timer("encode"):
             z0 = model.encode(x, seeds)
-        eps_inv = model.denoiser(prompts, float(cfg.guidance.invert))
+        den = Denoisers(lambda w, negative: model.denoiser(prompts, w, negative_prompts=negative), prompts,
+                        {phase: float(cfg.guidance[phase]) for phase in ("invert", "reconstruct")},
+                        null_text=lambda: model.null_text_denoiser(prompts))
         watch_inv, watch_rec = FiniteWatch(B, z0.device), FiniteWatch(B, z0.device)
         with timer("invert"):
-            inversion = invert(self.method, eps_inv, z0, self.grid, seeds, watch=watch_inv)
-        eps_rec = model.denoiser(prompts, float(cfg.guidance.reconstruct))
+            inversion = invert_with(self.method, den, z0, self.grid, seeds, watch=watch_inv)
+        den.phase = "reconstruct"
         with timer("reconstruct"):
-            z_rec = reconstruct(eps_rec, inversion.z_T, self.grid, watch=watch_rec)[-1]
+            z_rec = reconstruct_with(self.method, den, inversion, self.grid, watch=watch_rec)
         with timer("decode"):
             x_rec = model.decode(z_rec)
         finite = {
@@ -372,10 +374,11 @@ class Job:
         with timer("metrics"):
             scores = self.metrics.measure(rec_u8, images)
             mse = latent_mse(z_rec.float(), z0.float()).cpu()
-        nfe_inv = inversion.nfe.cpu()
-        nfe_rec = eps_rec.nfe.cpu()
-        unet_s = (eps_inv.seconds + eps_rec.seconds) / B
-        unet_calls = (eps_inv.calls + eps_rec.calls) / B  # network invocations (a CFG call covers 2 NFE)
+        nfe_inv, nfe_rec = _per_image(den.nfe("invert"), B), _per_image(den.nfe("reconstruct"), B)
+        unet_s = den.seconds / B
+        unet_calls = den.calls / B  # network invocations (a CFG call covers 2 NFE)
+        backward = inversion.backward_passes.cpu() if inversion.backward_passes is not None else None
+        state_bytes = inversion.state_bytes()
         phases = {f"t_{k}": v / B for k, v in timer.seconds.items()}
         out = []
         for b in range(B):
@@ -385,6 +388,8 @@ class Job:
                 "nfe": nfe,
                 "nfe_invert": int(nfe_inv[b]),
                 "nfe_reconstruct": int(nfe_rec[b]),
+                "backward_passes": int(backward[b]) if backward is not None else 0,
+                "state_bytes": state_bytes,
                 **phases,
                 "t_total": sum(phases.values()),
                 "unet_seconds": unet_s,
@@ -411,6 +416,11 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES)
+
+
+def _per_image(counts: torch.Tensor, batch: int) -> torch.Tensor:
+    """NFE per image of a phase (zeros when the phase made no network call, e.g. the VAE-only ceiling)."""
+    return counts.cpu() if counts.numel() else torch.zeros(batch, dtype=torch.long)
 
 
 def first_failures(encoded: list[bool], invert_steps: list[int], reconstruct_steps: list[int],

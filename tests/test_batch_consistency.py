@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from easyinv.inversion import invert, reconstruct
+from easyinv.inversion import Denoisers, invert_with, reconstruct_with
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 METHOD_FILES = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
@@ -38,7 +38,8 @@ def build(*extra: str):
 
 
 def test_every_method_file_is_covered():
-    assert METHOD_FILES == ["ddim", "easyinv", "fixed_point", "renoise", "vae_only"]
+    assert METHOD_FILES == ["bdia", "belm", "ddim", "easyinv", "edict", "fixed_point", "negative_prompt", "renoise",
+                            "vae_only"]
     assert (CONFIGS / "method" / "blend" / "easyinv.yaml").exists()
 
 
@@ -53,6 +54,11 @@ CASES = [
     ["method=fixed_point"],
     ["method=fixed_point", "method.acceleration=anderson", "method.tol=0.003"],
     ["method=fixed_point", "method.acceleration=none", "method.tol=0.01", "+method/blend=easyinv"],
+    ["method=negative_prompt"],
+    ["method=edict"],
+    ["method=bdia"],
+    ["method=bdia", "method.gamma=0.94"],
+    ["method=belm"],
 ]
 
 
@@ -65,17 +71,25 @@ def test_batch_equals_single_runs(extra):
     x0 = (scales * torch.randn(3, 3, 16, 16, generator=gen)).clamp(-1, 1)
     seeds = [10, 11, 12]
     grid = model.grid(method.num_steps)
-    den = model.denoiser(["", "", ""], 1.0)
-    batch = invert(method, den, model.encode(x0), grid, seeds=seeds)
-    rec = model.decode(reconstruct(den, batch.z_T, grid)[-1])
-    assert torch.isfinite(rec).all()
+
+    def run(x, seeds):
+        prompts = [""] * len(seeds)
+        den = Denoisers(lambda w, negative: model.denoiser(prompts, w, negative), prompts,
+                        {"invert": 1.0, "reconstruct": 1.0})
+        inv = invert_with(method, den, model.encode(x), grid, seeds)
+        den.phase = "reconstruct"
+        return inv, reconstruct_with(method, den, inv, grid), den
+
+    batch, z_rec, den = run(x0, seeds)
+    assert torch.isfinite(model.decode(z_rec)).all()
     for b in range(3):
-        single_den = model.denoiser([""], 1.0)
-        single = invert(method, single_den, model.encode(x0[b : b + 1]), grid, seeds=[seeds[b]])
+        single, single_rec, single_den = run(x0[b : b + 1], [seeds[b]])
         assert torch.allclose(single.z_T, batch.z_T[b : b + 1], rtol=0, atol=1e-5)
-        assert single.nfe.tolist() == batch.nfe[b : b + 1].tolist()
+        assert torch.allclose(single_rec, z_rec[b : b + 1], rtol=0, atol=1e-5)
+        for phase in ("invert", "reconstruct"):
+            assert single_den.nfe(phase).tolist() == den.nfe(phase)[b : b + 1].tolist()
     if "method.tol=0.003" in extra or "method.tol=0.01" in extra:
-        assert int(batch.nfe.min()) < 120  # the early stop fired
+        assert int(den.nfe("invert").min()) < 120  # the early stop fired
 
 
 @pytest.mark.parametrize(

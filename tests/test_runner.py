@@ -93,14 +93,14 @@ def test_bad_items_are_recorded_as_skipped_and_the_run_goes_on(tmp_path):
 
 
 def test_nonfinite_rows_are_recorded_not_raised(tmp_path, monkeypatch):
-    real_invert = runner_module.invert
+    real_invert = runner_module.invert_with
 
-    def nan_for_second_row(method, eps, z0, grid, seeds):
-        out = real_invert(method, eps, z0, grid, seeds)
+    def nan_for_second_row(method, den, z0, grid, seeds, watch=None):
+        out = real_invert(method, den, z0, grid, seeds, watch)
         out.z_T[1:2] = float("nan")
         return out
 
-    monkeypatch.setattr(runner_module, "invert", nan_for_second_row)
+    monkeypatch.setattr(runner_module, "invert_with", nan_for_second_row)
     run_dir = run_job(tmp_path, "model=gaussian", "method=ddim", "dataset.limit=2", "batch_size=2")
     df = read_records([run_dir]).sort_values("item_id")
     assert sorted(df.status) == ["nonfinite", "ok"]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from easyinv.inversion import Denoiser, Grid
+from easyinv.inversion import Denoiser, Grid, NullTextDenoiser
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
@@ -52,8 +52,15 @@ class InversionModel(ABC):
         """Scaled latent → image batch in [-1, 1] (float32, not clamped)."""
 
     @abstractmethod
-    def denoiser(self, prompts: Sequence[str], guidance_scale: float) -> Denoiser:
-        """ε(z, t) bound to one prompt per row and a guidance scale (CFG only where it changes the result)."""
+    def denoiser(
+        self, prompts: Sequence[str], guidance_scale: float, negative_prompts: Sequence[str] | None = None
+    ) -> Denoiser:
+        """ε(z, t) bound to one prompt per row and a guidance scale (CFG only where it changes the result); the
+        unconditional branch uses ``negative_prompts`` when given (one per row)."""
+
+    def null_text_denoiser(self, prompts: Sequence[str]) -> NullTextDenoiser:
+        """ε with an optimisable unconditional embedding (null-text inversion); models without one say so."""
+        raise ValueError(f"model {self.name!r} has no unconditional embedding to optimise (null-text inversion)")
 
     def accelerate(self, compile: str = "none", channels_last: bool = False) -> dict[str, Any]:  # noqa: A002
         """Apply GPU fast paths (``model.compile``, ``model.channels_last``); returns what was done, for run.json.

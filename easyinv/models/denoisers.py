@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from easyinv.inversion import Denoiser
+from easyinv.inversion import Denoiser, NullTextDenoiser
 from easyinv.models.conditioning import TextConditioning, sdxl_time_ids, stack_conditioning
 
-__all__ = ["UNetDenoiser", "branches_needed"]
+__all__ = ["UNetDenoiser", "UNetNullTextDenoiser", "branches_needed"]
 
 
 def branches_needed(cond: TextConditioning, uncond: TextConditioning, guidance_scale: float) -> tuple[bool, bool]:
@@ -116,3 +116,51 @@ class UNetDenoiser(Denoiser):
         if self._any_both:
             eps = torch.where(both, eps_u + self.guidance_scale * (eps_c - eps_u), eps)
         return eps, cost
+
+
+class UNetNullTextDenoiser(NullTextDenoiser):
+    """The SD UNet with an explicit, optimisable unconditional embedding per row (null-text inversion).
+
+    The conditional branch uses the prompts' embeddings; the unconditional one takes ``u`` ``(B, L, D)`` (float32,
+    cast to the UNet's dtype at the call) and, on SD-XL, the null pooled vector. The UNet is frozen: autograd reaches
+    ``u`` only.
+    """
+
+    def __init__(self, unet: torch.nn.Module, cond: Sequence[TextConditioning], null: TextConditioning, *,
+                 vae_scale_factor: int = 8):
+        super().__init__(len(cond))
+        self.unet = unet
+        param = next(unet.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self._cond, self._cond_pooled = stack_conditioning(cond)
+        self._null, self._null_pooled = stack_conditioning([null] * len(cond))
+        self.vae_scale_factor = int(vae_scale_factor)
+
+    def initial_embedding(self) -> Tensor:
+        return self._null.float().clone()
+
+    def _forward(self, z: Tensor, t: int, embeds: Tensor, pooled: Tensor | None) -> Tensor:
+        added = None
+        if pooled is not None:
+            h, w = (s * self.vae_scale_factor for s in z.shape[-2:])
+            ids = torch.tensor(sdxl_time_ids(h, w), device=self.device, dtype=self.dtype)
+            added = {"text_embeds": pooled.to(self.dtype), "time_ids": ids.expand(z.shape[0], -1)}
+        out = self.unet(z.to(self.dtype), torch.tensor(t, device=self.device),
+                        encoder_hidden_states=embeds.to(self.dtype), added_cond_kwargs=added, return_dict=False)[0]
+        return out.to(z.dtype)
+
+    def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
+        idx = rows.to(self.device)
+        pooled = None if self._cond_pooled is None else self._cond_pooled[idx]
+        with torch.no_grad():
+            return self._forward(z, t, self._cond[idx], pooled), 1
+
+    def _uncond(self, z: Tensor, t: int, u: Tensor, rows: Tensor) -> Tensor:
+        pooled = None if self._null_pooled is None else self._null_pooled[rows.to(self.device)]
+        return self._forward(z, t, u, pooled)
+
+    def _both(self, z: Tensor, t: int, u: Tensor) -> tuple[Tensor, Tensor]:
+        pooled = None if self._cond_pooled is None else torch.cat([self._cond_pooled, self._null_pooled])
+        with torch.no_grad():
+            out = self._forward(torch.cat([z, z]), t, torch.cat([self._cond, u.to(self._cond.dtype)]), pooled)
+        return out[: len(z)], out[len(z) :]

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from easyinv.inversion import Denoiser, Grid
+from easyinv.inversion import Denoiser, Grid, NullTextDenoiser
 from easyinv.models.base import InversionModel
 from easyinv.validation import parse_dtype
 
@@ -70,6 +70,28 @@ class GaussianDenoiser(Denoiser):
 
     def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
         return self.model.eps(z, t), 1
+
+
+class GaussianNullText(NullTextDenoiser):
+    """Null-text ε of the (unconditional) Gaussian model: the embedding, one number per row, enters with weight 0,
+    so its gradient is exactly zero and null-text inversion reduces to DDIM (more-methods.md §1.5)."""
+
+    def __init__(self, model: GaussianModel, batch_size: int):
+        super().__init__(batch_size)
+        self.model = model
+
+    def initial_embedding(self) -> Tensor:
+        return torch.zeros(self.batch_size, 1, device=self.model.device)
+
+    def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
+        return self.model.eps(z, t), 1
+
+    def _uncond(self, z: Tensor, t: int, u: Tensor, rows: Tensor) -> Tensor:
+        return self.model.eps(z, t) + 0.0 * u.to(z.dtype).view(-1, 1, 1, 1)
+
+    def _both(self, z: Tensor, t: int, u: Tensor) -> tuple[Tensor, Tensor]:
+        eps = self.model.eps(z, t)
+        return eps, eps
 
 
 class GaussianModel(InversionModel):
@@ -151,8 +173,13 @@ class GaussianModel(InversionModel):
     def decode(self, z: Tensor) -> Tensor:
         return z.to(torch.float32).clone()
 
-    def denoiser(self, prompts: Sequence[str], guidance_scale: float) -> GaussianDenoiser:
+    def denoiser(
+        self, prompts: Sequence[str], guidance_scale: float, negative_prompts: Sequence[str] | None = None
+    ) -> GaussianDenoiser:
         return GaussianDenoiser(self, len(prompts))
+
+    def null_text_denoiser(self, prompts: Sequence[str]) -> GaussianNullText:
+        return GaussianNullText(self, len(prompts))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -22,7 +22,7 @@ from torch import Tensor
 from easyinv.inversion import Denoiser, Grid
 from easyinv.models.base import InversionModel, check_fast_paths
 from easyinv.models.conditioning import PromptEncoder, check_time_embedding, resolve_null_embedding
-from easyinv.models.denoisers import UNetDenoiser
+from easyinv.models.denoisers import UNetDenoiser, UNetNullTextDenoiser
 from easyinv.models.loading import FAMILIES, Components, load_components
 from easyinv.models.scheduler import build_ddim_scheduler, grid_from_scheduler, scheduler_facts
 from easyinv.validation import parse_dtype, resolve_device
@@ -213,6 +213,12 @@ class StableDiffusionModel(InversionModel):
                 raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
             uncond = [self.prompts(p) for p in negative_prompts]
         return UNetDenoiser(self.unet_fn, cond, uncond, guidance_scale, vae_scale_factor=self.vae_scale_factor)
+
+    def null_text_denoiser(self, prompts: Sequence[str]) -> UNetNullTextDenoiser:
+        """ε with an optimisable unconditional embedding, starting from this model's null (null-text inversion)."""
+        cond = [self.prompts(p) for p in prompts]
+        return UNetNullTextDenoiser(self.unet, cond, self.prompts.null(self.null_embedding),
+                                    vae_scale_factor=self.vae_scale_factor)
 
     def describe(self) -> dict[str, Any]:
         facts = super().describe()
