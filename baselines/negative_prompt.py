@@ -1,0 +1,45 @@
+"""Negative-prompt inversion (NPI; Miyake et al., arXiv 2305.16807; more-methods.md §2).
+
+Null-text inversion's optimised unconditional embeddings replaced by the source prompt's own embedding, with nothing
+optimised. Inversion: DDIM with the conditional branch only (w = 1, the source prompt). Reconstruction: guidance at
+the protocol's w with the source prompt as negative prompt, ε_u + w (ε_c − ε_u) with u = c, which is ε_c for any w
+(the CFG-skipping denoiser evaluates it once: 50 NFE, not 100).
+
+Under EasyInv's protocol (prompt "" and w = 1 on SD-1.x) this is DDIM inversion and reconstruction, bit for bit; it
+differs only with captions and w > 1 (``experiment=table1_captions``), and in editing, where the target branch uses
+the source prompt as its negative prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from baselines.ddim import DDIM, check_num_steps
+from baselines.edict import check_no_blend
+from easyinv.inversion import Denoisers, FiniteWatch, Grid, Inversion, invert, reconstruct
+
+__all__ = ["NegativePrompt"]
+
+
+@dataclass(frozen=True)
+class NegativePrompt:
+    """NPI: conditional DDIM pivots, reconstruction with the source prompt as negative prompt."""
+
+    name: str = "negative_prompt"
+    num_steps: int = 50
+    blend: None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))
+        check_no_blend(self.name, self.blend)
+
+    def invert(
+        self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None
+    ) -> Inversion:
+        return invert(DDIM(num_steps=self.num_steps), den.at(1.0), z0, grid, seeds, watch=watch)
+
+    def reconstruct(self, den: Denoisers, inversion: Inversion, grid: Grid, watch: FiniteWatch | None) -> Tensor:
+        eps = den.at(den.guidance["reconstruct"], negative_prompts=den.prompts)
+        return reconstruct(eps, inversion.z_T, grid, watch=watch)[-1]

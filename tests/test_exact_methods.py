@@ -1,0 +1,166 @@
+"""The inversion zoo on the closed-form model and tiny SD (more-methods.md §8): EDICT, BDIA and BELM round-trip to
+round-off with any ε, DDIM does not; BDIA's instability guard; negative-prompt inversion is DDIM under EasyInv's
+protocol and differs with captions and w > 1; the methods run through the runner with their NFE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import run_job
+from torch import Tensor
+
+from baselines.bdia import BDIA
+from baselines.belm import BELM, belm_coefficients
+from baselines.ddim import DDIM
+from baselines.edict import EDICT
+from easyinv.inversion import Denoiser, Denoisers, invert_with, reconstruct_with
+from easyinv.models.gaussian import GaussianModel
+from easyinv.records import read_records
+
+EXACT = {"edict": EDICT(), "bdia": BDIA(), "bdia-0.94": BDIA(gamma=0.94), "belm": BELM()}
+
+
+class SmoothNonDenoiser(Denoiser):
+    """ε(z, t) = tanh(1.3 z + φ + 0.003 t): deterministic and smooth, but no denoiser (the exact methods must not
+    care)."""
+
+    def __init__(self, batch_size: int, phase: Tensor):
+        super().__init__(batch_size)
+        self.phase = phase
+
+    def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
+        return torch.tanh(1.3 * z + self.phase.to(z.dtype) + 0.003 * t), 1
+
+
+def _model(dtype: torch.dtype) -> GaussianModel:
+    return GaussianModel(0.1, 0.5, error=0.05, resolution=16, net_dtype=dtype, latent_dtype=dtype)
+
+
+def _round_trip(method, model: GaussianModel, dtype: torch.dtype, eps: str) -> tuple[float, Tensor, Denoisers]:
+    gen = torch.Generator().manual_seed(0)
+    x = (0.5 * torch.randn(3, 3, 16, 16, generator=gen)).clamp(-1, 1)
+    z0 = model.encode(x).to(dtype)
+    phase = torch.rand(3, 16, 16, generator=gen, dtype=torch.float64)
+
+    def make(w: float, negative=None) -> Denoiser:
+        return SmoothNonDenoiser(3, phase) if eps == "smooth" else model.denoiser([""] * 3, w)
+
+    den = Denoisers(make, [""] * 3, {"invert": 1.0, "reconstruct": 1.0})
+    grid = model.grid(method.num_steps)
+    inversion = invert_with(method, den, z0, grid, [1, 2, 3])
+    den.phase = "reconstruct"
+    z = reconstruct_with(method, den, inversion, grid)
+    return float((z - z0).norm() / z0.norm()), inversion.z_T, den
+
+
+@pytest.mark.parametrize("eps", ["gaussian", "smooth"])
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_exact_methods_round_trip_to_round_off_with_any_eps(name, eps):
+    method = EXACT[name]
+    err64, z_t, _ = _round_trip(method, _model(torch.float64), torch.float64, eps)
+    err32, _, _ = _round_trip(method, _model(torch.float32), torch.float32, eps)
+    assert err64 <= 1e-12, err64
+    assert err32 <= 1e-5, err32
+    assert torch.isfinite(z_t).all() and z_t.abs().max() < 100  # a real noise level, not an exploded mode
+
+
+@pytest.mark.parametrize("eps", ["gaussian", "smooth"])
+def test_ddim_does_not_round_trip(eps):
+    err, _, _ = _round_trip(DDIM(), _model(torch.float64), torch.float64, eps)
+    assert err > 1e-4  # the contrast: DDIM inversion is approximate
+
+
+def test_nfe_per_image_of_the_exact_methods():
+    for method, inv, rec in ((EDICT(), 100, 100), (BDIA(), 50, 49), (BELM(), 50, 49)):
+        _, _, den = _round_trip(method, _model(torch.float64), torch.float64, "gaussian")
+        assert den.nfe("invert").tolist() == [inv] * 3 and den.nfe("reconstruct").tolist() == [rec] * 3
+
+
+def test_bdia_guard_refuses_an_exploding_gamma():
+    with pytest.raises(ValueError, match="γ\\^-T"):
+        BDIA(gamma=0.5, num_steps=50)
+    BDIA(gamma=0.5, num_steps=10)  # the README's 10-step setting is fine
+    assert BDIA(gamma=0.94).gamma == 0.94
+
+
+def test_belm_coefficients_reduce_to_a_consistent_two_step_scheme():
+    """With ε ≡ 0 and a constant ρ-step, a latent on the noise-free ODE (z ∝ α) must be reproduced exactly."""
+    levels = tuple(1 / (1 + r * r) for r in (0.1, 0.2, 0.3, 0.4))  # ρ = 0.1, 0.2, 0.3, 0.4: equal steps
+    coef = belm_coefficients(levels)
+    alpha = [math.sqrt(a) for a in levels]
+    for k, (c_next, c_k, _) in enumerate(coef, start=1):
+        assert c_next * alpha[k + 1] + c_k * alpha[k] == pytest.approx(alpha[k - 1], rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Negative-prompt inversion
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory):
+    import shutil
+
+    from easyinv.data.samples import SAMPLES_DIR
+
+    root = tmp_path_factory.mktemp("captioned")
+    for src in sorted((SAMPLES_DIR / "photos").glob("*.png"))[:2]:
+        shutil.copyfile(src, root / src.name)
+        shutil.copyfile(src.with_suffix(".txt"), root / f"{src.stem}.txt")
+    return root
+
+
+QUALITY = ["item_id", "psnr", "ssim", "latent_mse", "nfe", "nfe_invert", "nfe_reconstruct"]
+
+
+def test_npi_is_ddim_under_the_empty_prompt_protocol_and_differs_with_captions(tmp_path, tiny_model_cache, captioned):
+    base = ("model=tiny-sd", f"paths.cache={tiny_model_cache}", "dataset=folder", f"dataset.root={captioned}",
+            "method.num_steps=6")
+    runs = {}
+    for method in ("ddim", "negative_prompt"):
+        for protocol, extra in (("empty", ()), ("caption", ("dataset.prompt=caption", "guidance.invert=3.0",
+                                                            "guidance.reconstruct=3.0"))):
+            runs[method, protocol] = read_records(run_job(tmp_path, *base, f"method={method}", *extra,
+                                                          name=f"{method}-{protocol}")).sort_values("item_id")
+    ddim, npi = runs["ddim", "empty"][QUALITY], runs["negative_prompt", "empty"][QUALITY]
+    assert ddim.reset_index(drop=True).equals(npi.reset_index(drop=True))  # bit for bit
+    ddim_c, npi_c = runs["ddim", "caption"], runs["negative_prompt", "caption"]
+    assert (npi_c.nfe_invert == 6).all() and (npi_c.nfe_reconstruct == 6).all()  # w = 1 pivots, u = c: no CFG
+    assert (ddim_c.nfe_invert == 12).all()  # DDIM pays CFG at w = 3 with a caption
+    assert ddim_c.latent_mse.tolist() != pytest.approx(npi_c.latent_mse.tolist(), rel=1e-3)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Through the runner
+# --------------------------------------------------------------------------------------------------------------------
+
+ZOO_NFE = {"edict": (24, 24), "bdia": (6, 5), "belm": (6, 5), "negative_prompt": (6, 6)}  # at T = 6, no CFG
+
+
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("name", sorted(ZOO_NFE))
+def test_zoo_runs_through_the_runner(name, model, tmp_path, tiny_model_cache):
+    guidance = ("guidance.invert=1.0", "guidance.reconstruct=1.0")  # SD-XL's default w = 5 would double the NFE
+    df = read_records(run_job(tmp_path, f"model={model}", f"paths.cache={tiny_model_cache}", f"method={name}",
+                              "method.num_steps=6", "dataset.limit=2", *guidance))
+    assert set(df.status) == {"ok"}
+    inv, rec = ZOO_NFE[name]
+    assert (df.nfe_invert == (inv if name != "edict" else 12)).all() and (df.nfe_reconstruct == (
+        rec if name != "edict" else 12)).all()
+    assert (df.backward_passes == 0).all()
+    latent = 4 * 8 * 8 * 4  # one fp32 latent at 64 px
+    assert (df.state_bytes == (latent if name == "negative_prompt" else 2 * latent)).all()
+    if name != "negative_prompt":  # exact methods: the reconstruction is the VAE round trip up to round-off
+        assert (df.latent_mse < 1e-6).all()  # fp32 round-off through a random UNet (DDIM: ~1e-2)
+
+
+def test_exact_methods_invert_with_the_reconstruction_guidance(tmp_path, tiny_model_cache, captioned):
+    """Under the captions protocol (pivots w = 1, sampling w = 3) the exact methods stay exact: both ways use w = 3."""
+    for name in ("edict", "bdia", "belm"):
+        df = read_records(run_job(tmp_path, "model=tiny-sd", f"paths.cache={tiny_model_cache}", "dataset=folder",
+                                  f"dataset.root={captioned}", "dataset.prompt=caption", "guidance.invert=1.0",
+                                  "guidance.reconstruct=3.0", f"method={name}", "method.num_steps=4", name=name))
+        assert (df.latent_mse < 1e-6).all(), name
+        assert (df.nfe_invert == (16 if name == "edict" else 8)).all()  # CFG both ways
