@@ -25,7 +25,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
+.PHONY: help setup demo demo-zoo reproduce-table1-captions test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
@@ -44,6 +44,9 @@ endif
 demo: setup  ## Table-1 protocol on the bundled images, Gaussian model, CPU → results/demo/
 	$(RUN) $(ARGS)
 
+demo-zoo: setup  ## all ten methods on the Gaussian model with an imprecise ε, CPU → results/demo_zoo/
+	$(RUN) experiment=demo_zoo $(ARGS)
+
 test: setup  ## the default test suite (CPU, offline, no slow tests)
 	$(PY) -m pytest -q $(ARGS)
 
@@ -61,6 +64,9 @@ tiny-models: setup  ## build the tiny random SD-1.x / SD-XL folders into .cache/
 
 reproduce-table1: setup  ## EasyInv Table 1 on SD-1.4 fp16 + COCO (MODEL_DIR=..., COCO_DIR=..., GPUS=N) → results/table1/
 	$(RUN) experiment=table1 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
+
+reproduce-table1-captions: setup  ## every method with COCO captions, pivots w=1, sampling w=7.5 → results/table1_captions/
+	$(RUN) experiment=table1_captions paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
 
 reproduce-table2: setup  ## EasyInv Table 2 (fp16 vs fp32; GPUS=N) → results/table2/
 	$(RUN) experiment=table2 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
