@@ -38,8 +38,8 @@ def build(*extra: str):
 
 
 def test_every_method_file_is_covered():
-    assert METHOD_FILES == ["bdia", "belm", "ddim", "easyinv", "edict", "fixed_point", "negative_prompt", "renoise",
-                            "vae_only"]
+    assert METHOD_FILES == ["bdia", "belm", "ddim", "easyinv", "edict", "fixed_point", "negative_prompt",
+                            "null_text", "renoise", "vae_only"]
     assert (CONFIGS / "method" / "blend" / "easyinv.yaml").exists()
 
 
@@ -59,6 +59,7 @@ CASES = [
     ["method=bdia"],
     ["method=bdia", "method.gamma=0.94"],
     ["method=belm"],
+    ["method=null_text", "method.num_steps=10"],
 ]
 
 
@@ -75,7 +76,7 @@ def test_batch_equals_single_runs(extra):
     def run(x, seeds):
         prompts = [""] * len(seeds)
         den = Denoisers(lambda w, negative: model.denoiser(prompts, w, negative), prompts,
-                        {"invert": 1.0, "reconstruct": 1.0})
+                        {"invert": 1.0, "reconstruct": 1.0}, null_text=lambda: model.null_text_denoiser(prompts))
         inv = invert_with(method, den, model.encode(x), grid, seeds)
         den.phase = "reconstruct"
         return inv, reconstruct_with(method, den, inv, grid), den

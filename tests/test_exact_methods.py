@@ -164,3 +164,31 @@ def test_exact_methods_invert_with_the_reconstruction_guidance(tmp_path, tiny_mo
                                   "guidance.reconstruct=3.0", f"method={name}", "method.num_steps=4", name=name))
         assert (df.latent_mse < 1e-6).all(), name
         assert (df.nfe_invert == (16 if name == "edict" else 8)).all()  # CFG both ways
+
+
+def test_edict_runs_with_float64_latents_end_to_end(tmp_path, tiny_model_cache):
+    """The official EDICT ran in float64: precision.latent=float64 keeps the whole trajectory there."""
+    df = read_records(run_job(tmp_path, "model=tiny-sd", f"paths.cache={tiny_model_cache}", "method=edict",
+                              "method.num_steps=6", "dataset.limit=2", "precision.latent=float64"))
+    assert set(df.status) == {"ok"} and (df.latent_mse < 1e-12).all()  # float64 round-off, not float32's
+
+
+@pytest.mark.parametrize("name", ["edict", "bdia", "belm", "negative_prompt", "null_text"])
+def test_zoo_runs_with_a_bf16_unet(name, tmp_path, tiny_model_cache):
+    extra = ("method.inner_steps=2",) if name == "null_text" else ()
+    df = read_records(run_job(tmp_path, "model=tiny-sd", f"paths.cache={tiny_model_cache}", f"method={name}",
+                              "method.num_steps=4", "dataset.limit=1", "precision=bf16", *extra))
+    assert set(df.status) == {"ok"} and df.psnr.notna().all()
+
+
+def test_table1_captions_preset_composes_with_every_method():
+    from hydra import compose, initialize_config_dir
+
+    from easyinv.validation import CONFIG_DIR, group_choices
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose("config", overrides=["experiment=table1_captions"], return_hydra_config=True)
+    methods = str(cfg.hydra.sweeper.params.method).split(",")
+    assert set(methods) == set(group_choices("method"))  # every method, none missing, none unknown
+    assert list(cfg.dataset.splits) == ["val2017"] and cfg.dataset.prompt == "caption"
+    assert (cfg.guidance.invert, cfg.guidance.reconstruct) == (1.0, 7.5)
