@@ -68,7 +68,7 @@ class BELM:
             trajectory.append(z)
             if watch is not None:
                 watch.see(z, k + 1)
-        return Inversion(z_T=z, trajectory=trajectory, nfe=eps.nfe.clone(), state={"z_T_minus_1": z_prev})
+        return Inversion(z_T=z, trajectory=trajectory, nfe=den.nfe("invert"), state={"z_T_minus_1": z_prev})
 
     def reconstruct(self, den: Denoisers, inversion: Inversion, grid: Grid, watch: FiniteWatch | None) -> Tensor:
         eps = den.for_phase()

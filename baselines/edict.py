@@ -67,7 +67,7 @@ class EDICT:
             trajectory.append(x)
             if watch is not None:
                 watch.see(x + y, k + 1)
-        return Inversion(z_T=x, trajectory=trajectory, nfe=eps.nfe.clone(), state={"y_T": y})
+        return Inversion(z_T=x, trajectory=trajectory, nfe=den.nfe("invert"), state={"y_T": y})
 
     def reconstruct(self, den: Denoisers, inversion: Inversion, grid: Grid, watch: FiniteWatch | None) -> Tensor:
         eps, p, T = den.for_phase(), float(self.mix), grid.T  # noqa: N806

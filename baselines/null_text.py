@@ -69,7 +69,7 @@ class NullText:
             with torch.no_grad():
                 z_bar = ddim_step(z_bar, eps.guided(z_bar, t, u, w), a_hi, a_lo)
         state = {"null_embeddings": torch.stack(stored, dim=1)}  # (B, T, *embedding)
-        return Inversion(z_T=pivots[-1], trajectory=pivots, nfe=eps.nfe.clone(), state=state,
+        return Inversion(z_T=pivots[-1], trajectory=pivots, nfe=den.nfe("invert"), state=state,
                          backward_passes=backward)
 
     def _optimise(self, eps, u: Tensor, z_bar: Tensor, target: Tensor, t: int, a_hi: float, a_lo: float,
