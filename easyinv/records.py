@@ -319,21 +319,22 @@ def read_records(paths_or_dirs: str | Path | Iterable[str | Path], dedupe: bool 
 
 
 def done_keys(
-    paths_or_dirs: str | Path | Iterable[str | Path], retry: Iterable[str] = ("error",)
+    paths_or_dirs: str | Path | Iterable[str | Path], retry: Iterable[str] = ("error",), keep_retried: bool = False
 ) -> set[tuple[str, str]]:
     """``(item_id, config_hash)`` pairs already finished in the given records files or job directories.
 
     A directory means every ``records*.jsonl`` directly in it, whichever shard wrote it, so a job resumed with
     another shard count (or as one process) never recomputes a finished row. A pair is done when any file holds a
-    record of it whose status is not in ``retry`` (an ``error`` later retried to ``ok`` is done). A missing path
-    means nothing is done.
+    record of it whose status is not in ``retry`` (an ``error`` later retried to ``ok`` is done), or, with
+    ``keep_retried``, a record that already went through a retry (``retried`` set: trying again would fail the same
+    way). A missing path means nothing is done.
     """
     items = [paths_or_dirs] if isinstance(paths_or_dirs, (str, Path)) else list(paths_or_dirs)
     retry = set(retry)
     done: set[tuple[str, str]] = set()
     for path in records_files([p for p in map(Path, items) if p.exists()], recursive=False):
         for row in _read_jsonl(path):
-            if str(row.get("status")) not in retry:
+            if str(row.get("status")) not in retry or (keep_retried and row.get("retried")):
                 done.add((str(row.get("item_id")), str(row.get("config_hash"))))
     return done
 

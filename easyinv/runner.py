@@ -152,7 +152,8 @@ class Job:
         writer of the job directory (any shard count, or a single process)."""
         items = self.dataset.items()
         # with an fp32 fallback, non-finite rows of an earlier run get their retry too
-        done = done_keys(self.run_dir, retry=("error", "nonfinite") if self.fallback == "fp32" else ("error",))
+        done = done_keys(self.run_dir, retry=("error", "nonfinite") if self.fallback == "fp32" else ("error",),
+                         keep_retried=True)
         return items, [it for it in items if self.shard.owns(it.id) and (it.id, self.hash) not in done]
 
     def run(self) -> float | None:

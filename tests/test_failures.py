@@ -94,6 +94,22 @@ def test_fp32_fallback_retries_the_image_alone_and_keeps_its_first_failure(tmp_p
         read_records(again, dedupe=False)) == 4
 
 
+def test_an_image_that_fails_in_fp32_too_is_recorded_once_and_not_retried_forever(tmp_path, monkeypatch):
+    original = GaussianDenoiser.predict
+
+    def always_nan(self, z, t, rows):
+        eps, cost = original(self, z, t, rows)
+        return eps.clone().fill_(float("nan")) if t == 21 else eps, cost
+
+    monkeypatch.setattr(GaussianDenoiser, "predict", always_nan)
+    args = ("model=gaussian", "method=ddim", "dataset.limit=1", "precision=fp16", "precision.fallback=fp32")
+    run_dir = run_job(tmp_path, *args)
+    row = read_records(run_dir).iloc[0]
+    assert row.status == "nonfinite" and row.retried == "fp32" and row.first_failure == "invert step 2"
+    run_job(tmp_path, *args)  # resuming does not try it again
+    assert len(read_records(run_dir, dedupe=False)) == 1
+
+
 def test_fallback_is_validated_and_out_of_the_config_hash(tmp_path):
     from helpers import make_cfg
 
