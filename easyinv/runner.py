@@ -185,13 +185,7 @@ class Job:
 
     def _run_items(self, items: list[Item], todo: list[Item], writer: RecordWriter) -> None:
         cfg = self.cfg
-        self.model = _build(
-            cfg.model.load,
-            name=cfg.model.name,
-            resolution=cfg.model.resolution,
-            precision=OmegaConf.to_container(cfg.precision, resolve=True),
-            device=str(self.device),
-        )
+        self.model = self._load_model()
         self.grid = self.model.grid(self.method.num_steps)
         fast = self.model.accelerate(str(cfg.model.get("compile", "none")), bool(cfg.model.get("channels_last", False)))
         if fast["compile"] != "none":  # compilation happens at the first call: pay it here, not in an image's time
@@ -220,6 +214,13 @@ class Job:
                 rows, pngs = self._run_batch(loaded, warmup=n == 0, position=position)
                 persist.submit(self._persist, rows, pngs, writer)
                 bar.update(len(loaded.items))
+
+    def _load_model(self, precision_override: dict[str, str] | None = None) -> InversionModel:
+        """The configured model on this job's device, in the configured precision (parts overridden if asked)."""
+        cfg = self.cfg
+        precision = {**OmegaConf.to_container(cfg.precision, resolve=True), **(precision_override or {})}
+        return _build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution, precision=precision,
+                      device=str(self.device))
 
     @torch.no_grad()
     def _warm_up(self, prompts: list[str]) -> float:
@@ -319,11 +320,8 @@ class Job:
     ) -> tuple[dict[str, Any], np.ndarray]:
         """Run one non-finite image again alone with UNet, VAE and latents in fp32; keep where it first failed."""
         if self.fp32_model is None:
-            cfg = self.cfg
-            precision = {**OmegaConf.to_container(cfg.precision, resolve=True), **dict.fromkeys(FP32_PARTS, "float32")}
             log.info("precision.fallback=fp32: loading an fp32 copy of the model for non-finite images")
-            self.fp32_model = _build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution,
-                                     precision=precision, device=str(self.device))
+            self.fp32_model = self._load_model(dict.fromkeys(FP32_PARTS, "float32"))
         log.warning("%s: non-finite at %s; retrying alone in fp32", item.id, failed.get("first_failure"))
         results, recs = self._compute([item], ref[None], [seed], model=self.fp32_model)
         keep = {"first_failure": failed.get("first_failure"), "retried": "fp32"}
