@@ -12,7 +12,7 @@ the source prompt as its negative prompt.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -30,6 +30,7 @@ class NegativePrompt:
     name: str = "negative_prompt"
     num_steps: int = 50
     blend: None = None
+    negative_prompt_in_editing: bool = field(default=True, init=False)  # the editing walk's uncond rows: the prompt
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))

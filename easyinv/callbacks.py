@@ -41,6 +41,6 @@ class ReportCallback(Callback):
         out = Path(config.report_dir)
         files = write_report([root], out)
         log.info("report written to %s", out)
-        for key in ("table1_md", "table2_md", "sweep_md"):
+        for key in ("table1_md", "table2_md", "sweep_md", "editing_md"):
             if key in files:
                 print(Path(files[key]).read_text())

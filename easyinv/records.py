@@ -57,6 +57,8 @@ HASH_EXCLUDE = (
     "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "report_dir",
     "objective", "shard", "dataset.limit", "dataset.offset", "dataset.root", "dataset.manifest", "dataset.hash_files",
     "model.load.source", "model.compile", "model.channels_last", "precision.fallback", "metrics.lpips.trunk_path",
+    "edit_metrics.dino.path", "edit_metrics.clip.path", "edit_metrics.lpips.trunk_path",
+    "model.editing",  # editor defaults per model: an editing job's own config (edit.*) holds the values it used
 )
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "lpips", "torchmetrics", "hydra-core",
             "omegaconf", "numpy", "pandas")

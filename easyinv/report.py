@@ -437,6 +437,17 @@ def write_report(
     df = read_records(run_dirs)
     if df.empty:
         raise ValueError(f"no records under {[str(d) for d in run_dirs]}")
+    written: dict[str, Path] = {}
+    if "protocol" in df.columns:  # editing jobs' rows get the editing table (easyinv.editing.report)
+        from easyinv.editing.report import is_editing, write_editing_report
+
+        editing = is_editing(df)
+        if editing.any():
+            written.update(write_editing_report(df[editing], out_dir, paper_dir=paper_dir, figures=figures,
+                                                run_dirs=run_dirs))
+        df = df[~editing].drop(columns="protocol")
+        if df.empty:
+            return written
     keys = swept_keys(df) if sweep is not False else []
     if sweep and not keys:  # checked before anything is written
         raise ValueError(f"no configuration key varies in the records under {[str(d) for d in run_dirs]}: each "
@@ -445,7 +456,6 @@ def write_report(
     incomplete = incomplete_note(check_runs(run_dirs), run_dirs)
     if incomplete:
         log.warning("%s", incomplete)
-    written: dict[str, Path] = {}
     t1 = table1(df, paper)
     t1.attrs["incomplete"] = incomplete
     for kind, path in write_table(t1, out_dir, "table1").items():

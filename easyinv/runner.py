@@ -447,5 +447,10 @@ def is_degenerate(rec_u8: np.ndarray, ref_u8: np.ndarray) -> bool:
 def run(cfg: DictConfig) -> float | None:
     """Run one job in Hydra's output directory for this job; returns the objective for tuning sweeps."""
     hc = HydraConfig.get()
-    job = Job(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
+    job_class = Job
+    if cfg.get("edit") is not None:  # the edit group turns the job into an editing job (easyinv.editing.job)
+        from easyinv.editing.job import EditJob
+
+        job_class = EditJob
+    job = job_class(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
     return job.run()

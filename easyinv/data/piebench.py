@@ -23,7 +23,10 @@ import numpy as np
 from easyinv.data.base import Dataset, DatasetNotFoundError, Item, SkipItem
 from easyinv.data.images import open_rgb, resize_square
 
-__all__ = ["EDIT_TYPES", "PieBenchDataset", "decode_mask", "strip_brackets"]
+__all__ = [
+    "EDIT_TYPES", "PieBenchDataset", "box_runs", "decode_mask", "mini_piebench", "strip_brackets",
+    "write_mini_piebench",
+]
 
 MASK_SIZE = 512
 EDIT_TYPES = {
@@ -168,3 +171,76 @@ class PieBenchDataset(Dataset):
         info.update(root=str(self.root), edit_types=self.edit_types, per_type=self.per_type,
                     mask_border=self.mask_border)
         return info
+
+
+# -- a generated mini PIE-Bench for the offline editing demo ----------------------------------------------------------
+
+# (photo, id, type, source prompt, target prompt, blended words, mask box (y0, y1, x0, x1) on the 512 grid or None
+# for the whole image). Prompts follow PIE-Bench's style: brackets mark the edited words.
+_MINI = (
+    ("chelsea", "111000000000", 1, "a tabby [cat] sitting and looking at the camera",
+     "a tabby [dog] sitting and looking at the camera", "cat dog", (96, 480, 112, 400)),
+    ("coffee", "121000000000", 1, "a cup of [coffee] on a wooden table", "a cup of [tea] on a wooden table",
+     "coffee tea", (120, 400, 96, 416)),
+    ("astronaut", "422000000000", 4, "a portrait of a [smiling] astronaut in an orange spacesuit",
+     "a portrait of a [frowning] astronaut in an orange spacesuit", "smiling frowning", (64, 288, 160, 352)),
+    ("rocket", "824000000000", 8, "a rocket lifting off [from a launch pad]", "a rocket lifting off [from the moon]",
+     "", (0, 512, 0, 160)),
+    ("grace_hopper", "922000000000", 9, "a [photo] of an elderly woman in a navy uniform",
+     "a [watercolor painting] of an elderly woman in a navy uniform", "", None),
+)
+_MINI_FORMAT = "1"
+_FOLDERS = {0: "0_random_140", 1: "1_change_object_80", 2: "2_add_object_80", 3: "3_delete_object_80",
+            4: "4_change_attribute_content_40", 5: "5_change_attribute_pose_40", 6: "6_change_attribute_color_40",
+            7: "7_change_attribute_material_40", 8: "8_change_background_80", 9: "9_change_style_80"}
+
+
+def box_runs(box: tuple[int, int, int, int] | None, size: int = MASK_SIZE) -> list[int]:
+    """A rectangle ``(y0, y1, x0, x1)`` (None: the whole image) as PIE-Bench's run-length list, one run per row."""
+    if box is None:
+        return [0, size * size]
+    y0, y1, x0, x1 = box
+    return [v for y in range(y0, y1) for v in (y * size + x0, x1 - x0)]
+
+
+def write_mini_piebench(root: str | Path) -> Path:
+    """Write a five-image PIE-Bench in the real layout from the bundled photos (edit types 1, 1, 4, 8, 9; two without
+    blend words, one whole-image style edit): what ``experiment=editing_demo`` runs on, offline. Never real
+    PIE-Bench files. Written into a temporary folder and renamed, so a killed run leaves no half fixture."""
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    root = Path(root)
+    photos = Path(__file__).resolve().parent / "samples" / "photos"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".mini-piebench-", dir=root.parent))
+    mapping = {}
+    for photo, key, kind, source, target, words, box in _MINI:
+        folder = _FOLDERS[kind]
+        rel = f"{folder}/{key}.jpg"
+        img = Image.open(photos / f"{photo}.png").convert("RGB")
+        side = min(img.size)
+        left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
+        img = img.crop((left, top, left + side, top + side)).resize((MASK_SIZE, MASK_SIZE), Image.Resampling.BICUBIC)
+        (tmp / "annotation_images" / folder).mkdir(parents=True, exist_ok=True)
+        img.save(tmp / "annotation_images" / rel, quality=95)
+        mapping[key] = {"image_path": rel, "original_prompt": source, "editing_prompt": target,
+                        "editing_instruction": f"change '{strip_brackets(source)}' to '{strip_brackets(target)}'",
+                        "editing_type_id": str(kind), "blended_word": words, "mask": box_runs(box)}
+    (tmp / "mapping_file.json").write_text(json.dumps(mapping, indent=1))
+    (tmp / ".mini-piebench").write_text(_MINI_FORMAT)
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    return root
+
+
+def mini_piebench(*, root: str | Path, **kwargs: Any) -> PieBenchDataset:
+    """The generated mini PIE-Bench at ``root`` (written on first use, rewritten when its format changes)."""
+    root = Path(root).expanduser()
+    marker = root / ".mini-piebench"
+    if not marker.is_file() or marker.read_text() != _MINI_FORMAT:
+        write_mini_piebench(root)
+    return PieBenchDataset(root=root, **kwargs)

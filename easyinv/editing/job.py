@@ -1,0 +1,167 @@
+"""One editing job: PIE-Bench items through encode → invert (any method) → edit walk → decode → editing metrics.
+
+It is the reconstruction :class:`~easyinv.runner.Job` with another per-batch computation: the same resuming,
+sharding, records, fp32 fallback, OOM halving and PNG writing apply. The config adds ``edit`` (the editor, its
+knobs and the source-branch policy) and ``edit_metrics``; a record is named by its protocol
+``<inversion>+<policy>+<editor>`` (editing.md §6.2) and holds the source branch's reconstruction metrics
+(``psnr``, ``ssim``, ``lpips`` against the source image) beside PnPInversion's eight editing metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from easyinv.data.base import Item
+from easyinv.editing.figures import edit_png_path
+from easyinv.editing.walk import EditUNet, edit, to_uint8_truncated
+from easyinv.figures import recon_png_path, ref_png_path, save_png
+from easyinv.inversion import Denoisers, FiniteWatch, invert_with
+from easyinv.metrics import to_uint8
+from easyinv.runner import Job, PhaseTimer, _build, _per_image
+from easyinv.validation import ConfigError
+
+__all__ = ["EditJob"]
+
+log = logging.getLogger(__name__)
+
+
+class EditJob(Job):
+    """A job whose config has an ``edit`` group: every item is inverted, then edited from its source to its target
+    prompt; the dataset must carry PIE-Bench's fields (``dataset=piebench`` or ``dataset=mini_piebench``)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: Any = ()):
+        super().__init__(cfg, run_dir, overrides)
+        self.editor = _build(cfg.edit)
+        if cfg.model.get("family") not in ("sd1", "sdxl"):
+            raise ConfigError(f"edit={self.editor.name} needs a Stable Diffusion model (its attention is what the "
+                              f"editors control), got model={cfg.model.name}")
+        if not hasattr(self.dataset, "edit_mask"):
+            raise ConfigError(f"edit={self.editor.name} needs an editing dataset (dataset=piebench or mini_piebench), "
+                              f"got dataset={cfg.dataset.name}")
+        self.method_name = self.label
+        self.protocol = f"{self.label}+{self.editor.source}+{self.editor.name}"
+        self.label = self.protocol  # names the PNG folders and the report's rows
+        self.extra.update({f"edit.{k}": v for k, v in _flat_edit(cfg.edit).items()})
+
+    def run(self) -> float | None:
+        from easyinv.editing.metrics import EditMetrics
+
+        # missing DINO / CLIP / LPIPS weights stop the job here, before any model loads
+        self.edit_metrics = EditMetrics(self.cfg.get("edit_metrics"), device=self.device)
+        return super().run()
+
+    def _base_row(self, item: Item, seed: int) -> dict[str, Any]:
+        row = super()._base_row(item, seed)
+        row.update(protocol=self.protocol, editor=self.editor.name, source_policy=self.editor.source,
+                   inversion=self.method_name, edit_type=item.meta.get("edit_type"),
+                   source_prompt=item.meta.get("source_prompt"), target_prompt=item.meta.get("target_prompt"))
+        return row
+
+    def _save_pngs(self, item: Item, ref: np.ndarray, rec: Any) -> None:
+        recon, edited = rec
+        save_png(ref, ref_png_path(self.run_dir, item.id))
+        save_png(recon, recon_png_path(self.run_dir, self.protocol, item.id))
+        save_png(edited, edit_png_path(self.run_dir, self.protocol, item.id))
+
+    def _to_uint8(self, x: torch.Tensor) -> np.ndarray:
+        x = torch.nan_to_num(x.float().cpu())
+        u8 = to_uint8_truncated(x) if self.editor.uint8 == "truncate" else to_uint8(x)
+        return u8.permute(0, 2, 3, 1).numpy()
+
+    @torch.no_grad()
+    def _compute(self, items: list[Item], images: np.ndarray, seeds: list[int], model: Any = None
+                 ) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray]]]:
+        """One batch: invert with the editor's inversion prompt, edit, decode both branches, measure."""
+        model = model if model is not None else self.model
+        editor, B = self.editor, len(items)  # noqa: N806
+        timer = PhaseTimer(self.device)
+        sources = [str(it.meta.get("source_prompt", "")) for it in items]
+        targets = [str(it.meta.get("target_prompt", "")) for it in items]
+        inv_prompts = editor.prompts(editor.inversion_prompt, sources)
+        src_prompts = editor.prompts(editor.source_prompt, sources)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
+        with timer("encode"):
+            z0 = model.encode(x, seeds)
+        guidance = float(editor.invert_guidance)
+        den = Denoisers(lambda w, negative: model.denoiser(inv_prompts, w, negative_prompts=negative), inv_prompts,
+                        {"invert": guidance, "reconstruct": guidance},
+                        null_text=lambda: model.null_text_denoiser(inv_prompts))
+        watch = FiniteWatch(B, z0.device)
+        with timer("invert"):
+            inversion = invert_with(self.method, den, z0, self.grid, seeds, watch=watch)
+        controller = editor.controller(src_prompts, targets, [it.meta.get("blend_words") for it in items],
+                                       model.prompts.tokenizers[0], self.grid.T)
+        # a method may ask for its inversion prompt as the editing walk's negative prompt (negative-prompt inversion)
+        negative = inv_prompts if getattr(self.method, "negative_prompt_in_editing", False) else None
+        unet = EditUNet(model, src_prompts, targets, editor.guidance_scale,
+                        null_embeddings=inversion.state.get("null_embeddings"), negative_prompts=negative)
+        with timer("edit"):
+            outcome = edit(unet, controller, self.grid, inversion.trajectory, editor.source)
+        with timer("decode"):
+            x_both = model.decode(torch.cat([outcome.z_source, outcome.z_target]))
+        finite = torch.isfinite(x_both).flatten(1).all(1).cpu()
+        recon_u8, edit_u8 = np.split(self._to_uint8(x_both), 2)
+        notes = controller.report()
+        inv_steps = watch.steps()
+        with timer("metrics"):
+            recon_scores = self.metrics.measure(recon_u8, images)
+            edit_scores = [self._edit_scores(item, edited) for item, edited in zip(items, edit_u8, strict=True)]
+        nfe_inv, nfe_off, nfe_edit = (_per_image(n, B) for n in (den.nfe("invert"), outcome.nfe_offsets,
+                                                                    outcome.nfe_edit))
+        unet_s = (den.seconds + outcome.unet_seconds) / B
+        phases = {f"t_{k}": v / B for k, v in timer.seconds.items()}
+        comparable = self.edit_metrics.comparable
+        out = []
+        for b in range(B):
+            nfe = int(nfe_inv[b] + nfe_off[b] + nfe_edit[b])
+            row: dict[str, Any] = {
+                "nfe": nfe, "nfe_invert": int(nfe_inv[b]), "nfe_offsets": int(nfe_off[b]),
+                "nfe_edit": int(nfe_edit[b]), "state_bytes": inversion.state_bytes(), **phases,
+                "t_total": sum(phases.values()), "unet_seconds": unet_s, "ms_per_nfe": 1000 * unet_s / nfe,
+                "structure_comparable": bool(comparable.get("structure")),
+                "clip_comparable": bool(comparable.get("clip")),
+                "bg_lpips_comparable": bool(comparable.get("lpips")),
+                **_notes(notes[b] if b < len(notes) else {}),
+            }
+            failure = (f"invert step {inv_steps[b]}" if inv_steps[b] >= 0 else
+                       f"edit step {outcome.first_nonfinite[b]}" if outcome.first_nonfinite[b] >= 0 else
+                       "decode" if not (finite[b] and finite[B + b]) else None)
+            if failure:
+                row |= {"status": "nonfinite", "reason": "non-finite values in the edit", "first_failure": failure}
+            else:
+                row |= {"status": "ok", "reason": "", **recon_scores[b], **edit_scores[b]}
+            out.append(row)
+        return out, list(zip(recon_u8, edit_u8, strict=True))
+
+    def _edit_scores(self, item: Item, edited: np.ndarray) -> dict[str, float]:
+        """PnPInversion's metrics on the 512×512 grid of the masks: the source image as the dataset holds it, the
+        edit resized there (bicubic) when the model works at another resolution."""
+        mask = self.dataset.edit_mask(item)
+        source = self.dataset.load(item, mask.shape[0])
+        if edited.shape[:2] != mask.shape:
+            edited = np.array(Image.fromarray(edited).resize(mask.shape[::-1], Image.Resampling.BICUBIC))
+        return self.edit_metrics.measure(source, edited, mask, str(item.meta.get("source_prompt", "")),
+                                         str(item.meta.get("target_prompt", "")))
+
+
+def _flat_edit(node: DictConfig) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from easyinv.records import flatten
+
+    tree = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(tree, dict)
+    return flatten(tree)
+
+
+def _notes(note: dict[str, Any]) -> dict[str, Any]:
+    """The controller's per-image notes (e.g. blend words not found in a prompt) as record fields."""
+    return {key: (value if isinstance(value, (str, int, float, bool)) or value is None else str(value))
+            for key, value in note.items()}

@@ -1,0 +1,186 @@
+"""The editing table: PnPInversion's seven Table-1 metrics per protocol, overall and per edit type, beside the
+published rows where the protocol and model match.
+
+Per-image values are stored unscaled in the records; the table scales them as the paper prints them (structure
+distance ×10³, background LPIPS ×10³, MSE ×10⁴, SSIM ×10²). Means exclude NaN rows per column (a whole-image mask
+has no background), so every metric carries its own n (editing.md §2.3). Values from random DINO / CLIP / LPIPS
+models (``edit_metrics.random_for_tests``) carry a † and get no difference to the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from easyinv.data.piebench import EDIT_TYPES
+from easyinv.report import DEFAULT_PAPER_DIR, LATEX, MARKDOWN, _markdown, _num, _Style, mean_ci
+
+__all__ = ["EDIT_COLUMNS", "editing_table", "is_editing", "load_paper_edits", "write_editing_report"]
+
+# (record key, header, scale as printed, lower is better, comparability flag in the records)
+EDIT_COLUMNS: tuple[tuple[str, str, float, bool, str | None], ...] = (
+    ("structure_distance", "Structure ×10³ ↓", 1e3, True, "structure_comparable"),
+    ("psnr_unedit_part", "BG PSNR ↑", 1.0, False, None),
+    ("lpips_unedit_part", "BG LPIPS ×10³ ↓", 1e3, True, "bg_lpips_comparable"),
+    ("mse_unedit_part", "BG MSE ×10⁴ ↓", 1e4, True, None),
+    ("ssim_unedit_part", "BG SSIM ×10² ↑", 1e2, False, None),
+    ("clip_similarity_target_image", "CLIP whole ↑", 1.0, False, "clip_comparable"),
+    ("clip_similarity_target_image_edit_part", "CLIP edited ↑", 1.0, False, "clip_comparable"),
+)
+GROUP = ("dataset", "model", "protocol", "precision")
+PAPER_FILE = "piebench_table1.csv"
+
+
+def is_editing(df: pd.DataFrame) -> pd.Series:
+    """Rows written by an editing job (they name a protocol)."""
+    return df["protocol"].notna() if "protocol" in df.columns else pd.Series(False, index=df.index)
+
+
+def load_paper_edits(paper_dir: str | Path | None = DEFAULT_PAPER_DIR) -> pd.DataFrame | None:
+    """PnPInversion's Table 1 (and EasyInv's secondary rows) as published, or None."""
+    path = Path(paper_dir) / PAPER_FILE if paper_dir is not None else None
+    return pd.read_csv(path) if path is not None and path.is_file() else None
+
+
+def _flag(ok: pd.DataFrame, column: str | None) -> bool:
+    if column is None:
+        return True
+    return bool(column in ok and len(ok) and ok[column].fillna(False).astype(bool).all())
+
+
+def summarize_edits(df: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
+    """One row per protocol group: counts by status, mean / 95 % CI / n of each metric over ok, non-NaN rows (in the
+    printed scale), the source branch's reconstruction PSNR, NFE and time per image."""
+    rows = []
+    for key, g in df.groupby(list(by), dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        ok = g[g["status"] == "ok"]
+        row: dict[str, Any] = dict(zip(by, key, strict=True))
+        row["n_images"], row["n_ok"] = len(g), len(ok)
+        for status in ("skipped", "nonfinite", "error"):
+            row[f"n_{status}"] = int((g["status"] == status).sum())
+        for metric, _, scale, _, flag in EDIT_COLUMNS:
+            values = ok[metric].astype("float64") * scale if metric in ok else pd.Series(dtype="float64")
+            row[f"{metric}_mean"], row[f"{metric}_ci95"], row[f"{metric}_n"] = mean_ci(values)
+            row[f"{metric}_comparable"] = _flag(ok, flag)
+        row["psnr_mean"], row["psnr_ci95"], row["psnr_n"] = mean_ci(ok.get("psnr", []))
+        row["nfe_mean"] = float(ok["nfe"].astype("float64").mean()) if len(ok) else math.nan
+        timed = ok[~ok["warmup"].fillna(False).astype(bool)]
+        row["time_s_mean"], row["time_s_ci95"], row["time_s_n"] = mean_ci(timed["t_total"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def editing_table(df: pd.DataFrame, paper: pd.DataFrame | None = None, by_type: bool = False) -> pd.DataFrame:
+    """The editing table (overall, or per ``edit_type`` with ``by_type``), paper values joined on protocol and
+    model (overall only: the paper gives no per-type numbers)."""
+    by = (*GROUP, "edit_type") if by_type else GROUP
+    table = summarize_edits(df, by)
+    for metric, *_ in EDIT_COLUMNS:
+        table[f"paper_{metric}"] = math.nan
+    table["paper_source"] = None
+    if paper is not None and not by_type:
+        for i, row in table.iterrows():
+            match = paper[(paper["protocol"] == row["protocol"]) & (paper["model"] == row["model"])]
+            if len(match):
+                for metric, *_ in EDIT_COLUMNS:
+                    table.at[i, f"paper_{metric}"] = float(match.iloc[0][metric])
+                table.at[i, "paper_source"] = str(match.iloc[0]["source"])
+    return table
+
+
+def _cell(row: pd.Series, metric: str, style: _Style) -> str:
+    mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci95"]
+    text = _num(mean, 2, style)
+    if math.isfinite(mean) and math.isfinite(ci):
+        text += style.pm + _num(ci, 2, style)
+    if math.isfinite(mean) and not row[f"{metric}_comparable"]:
+        text += style.dagger
+    return text
+
+
+def _failures(row: pd.Series) -> str:
+    parts = [f"{int(row[f'n_{k}'])} {k}" for k in ("nonfinite", "error", "skipped") if row.get(f"n_{k}", 0)]
+    return ", ".join(parts) or "0"
+
+
+def display(table: pd.DataFrame, style: _Style = MARKDOWN) -> pd.DataFrame:
+    """The printed form: protocol (and edit type), n, the seven metrics ± CI, reconstruction PSNR, NFE, time,
+    failures; then the paper's values and ours − paper where a row matched."""
+    cols: dict[str, list[str]] = {"Protocol": [style.escape(str(v)) for v in table["protocol"]]}
+    if "edit_type" in table:
+        cols["Edit type"] = [style.escape(_type_name(v)) for v in table["edit_type"]]
+    for key in ("dataset", "model", "precision"):
+        if table[key].nunique(dropna=False) > 1:
+            cols[key.capitalize()] = [style.escape(str(v)) for v in table[key]]
+    cols["n"] = [str(int(v)) for v in table["n_ok"]]
+    for metric, header, *_ in EDIT_COLUMNS:
+        cols[style.escape(header)] = [_cell(r, metric, style) for _, r in table.iterrows()]
+    cols[style.escape("Recon PSNR ↑")] = [_num(v, 2, style) for v in table["psnr_mean"]]
+    cols["NFE"] = [_num(v, 0, style) for v in table["nfe_mean"]]
+    cols["Time/img (s)"] = [_num(v, 2, style) for v in table["time_s_mean"]]
+    cols["Failures"] = [_failures(r) for _, r in table.iterrows()]
+    matched = table["paper_source"].notna()
+    if matched.any():
+        for metric, header, *_ in EDIT_COLUMNS:
+            name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
+            cols[style.escape(f"Paper {name}")] = [_num(v, 2, style) for v in table[f"paper_{metric}"]]
+        for metric, header, *_ in EDIT_COLUMNS:
+            name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
+            diffs = [(r[f"{metric}_mean"] - r[f"paper_{metric}"]) if r[f"{metric}_comparable"] else math.nan
+                     for _, r in table.iterrows()]
+            cols[style.escape(f"Δ {name}")] = [_num(v, 2, style, signed=True) for v in diffs]
+    return pd.DataFrame(cols)
+
+
+def _type_name(value: Any) -> str:
+    try:
+        kind = int(value)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{kind} {EDIT_TYPES.get(kind, '?')}"
+
+
+def _notes(table: pd.DataFrame, paper: pd.DataFrame | None) -> list[str]:
+    notes = ["Means over ok images with a value (NaN rows left out per column: a mask covering the whole image has "
+             "no background), ± half the t-based 95 % confidence interval. Structure distance ×10³, background "
+             "LPIPS ×10³, MSE ×10⁴, SSIM ×10² as PnPInversion prints them; Recon PSNR: the source branch against "
+             "the source image."]
+    if not all(table[f"{m}_comparable"].all() for m, *_ in EDIT_COLUMNS):
+        notes.append("† computed with random DINO / CLIP / LPIPS weights (edit_metrics.random_for_tests): not "
+                     "comparable with published numbers; no difference computed.")
+    if paper is not None and not table["paper_source"].notna().any():
+        notes.append("No row matches a published protocol on its model (the published rows are SD-1.4 / SD-1.5 on "
+                     f"all 700 images; see results/paper/{PAPER_FILE}).")
+    return notes
+
+
+def write_editing_report(df: pd.DataFrame, out_dir: str | Path, paper_dir: str | Path | None = DEFAULT_PAPER_DIR,
+                         figures: bool = True, run_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """``editing.md/.csv/.tex`` (overall), ``editing_by_type.md/.csv`` and the qualitative strip figure."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paper = load_paper_edits(paper_dir)
+    written: dict[str, Path] = {}
+    overall = editing_table(df, paper)
+    per_type = editing_table(df, None, by_type=True)
+    for name, table in (("editing", overall), ("editing_by_type", per_type)):
+        table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
+        written[f"{name}_csv"] = out / f"{name}.csv"
+        title = "PIE-Bench editing" + (" per edit type" if name.endswith("type") else "")
+        text = [f"## {title}", "", _markdown(display(table)), "", *[f"- {n}" for n in _notes(table, paper)], ""]
+        (out / f"{name}.md").write_text("\n".join(text))
+        written[f"{name}_md"] = out / f"{name}.md"
+    (out / "editing.tex").write_text(display(overall, LATEX).to_latex(index=False, escape=False))
+    written["editing_tex"] = out / "editing.tex"
+    if figures:
+        from easyinv.editing.figures import edit_strip
+
+        path = edit_strip(df, run_dirs, out / "figures" / "editing_strip.png")
+        if path is not None:
+            written["fig_editing_strip"] = path
+    return written
