@@ -9,6 +9,7 @@ BENCH := $(VENV)/bin/easyinv-bench
 REPORT := $(VENV)/bin/easyinv-report
 MODEL_DIR ?= $(CURDIR)/models
 COCO_DIR ?= $(CURDIR)/coco
+PIEBENCH_DIR ?= $(CURDIR)/piebench
 ARGS ?=
 # EXTRAS: dependency sets installed beside dev by `make setup`, e.g. EXTRAS=cluster (SLURM launcher) or cluster,tune
 EXTRAS ?=
@@ -25,7 +26,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo demo-zoo reproduce-table1-captions test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
+.PHONY: help setup demo demo-zoo editing-demo reproduce-piebench reproduce-table1-captions test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
@@ -46,6 +47,12 @@ demo: setup  ## Table-1 protocol on the bundled images, Gaussian model, CPU → 
 
 demo-zoo: setup  ## all ten methods on the Gaussian model with an imprecise ε, CPU → results/demo_zoo/
 	$(RUN) experiment=demo_zoo $(ARGS)
+
+editing-demo: setup  ## editing benchmark offline: mini PIE-Bench, tiny-sd, {DDIM,EasyInv}×{free,direct_offsets}×{P2P,MasaCtrl} → results/editing_demo/
+	$(RUN) experiment=editing_demo $(ARGS)
+
+reproduce-piebench: setup  ## PnPInversion Table 1 protocols on PIE-Bench, SD-1.4 (PIEBENCH_DIR=..., MODEL_DIR=...) → results/piebench/
+	$(RUN) experiment=piebench paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
 
 test: setup  ## the default test suite (CPU, offline, no slow tests)
 	$(PY) -m pytest -q $(ARGS)
