@@ -26,7 +26,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo demo-zoo editing-demo reproduce-piebench reproduce-table1-captions test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
+.PHONY: help setup demo demo-reference demo-zoo reproduce-figures figures-demo editing-demo reproduce-piebench reproduce-table1-captions test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
@@ -42,8 +42,11 @@ ifneq ($(strip $(EXTRAS)),)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,$(EXTRAS)]'
 endif
 
-demo: setup  ## Table-1 protocol on the bundled images, Gaussian model, CPU → results/demo/
+demo: setup  ## Table-1 protocol on the bundled images, Gaussian model, CPU → results/runs/demo_report/, checked against results/demo/
 	$(RUN) $(ARGS)
+
+demo-reference: setup  ## rewrite the committed reference results/demo/ from the demo's records (on purpose only)
+	$(RUN) report_dir=results/demo reference_dir=null $(ARGS)
 
 demo-zoo: setup  ## all ten methods on the Gaussian model with an imprecise ε, CPU → results/demo_zoo/
 	$(RUN) experiment=demo_zoo $(ARGS)
@@ -53,6 +56,12 @@ editing-demo: setup  ## editing benchmark offline: mini PIE-Bench, tiny-sd, {DDI
 
 reproduce-piebench: setup  ## PnPInversion Table 1 protocols on PIE-Bench, SD-1.4 (PIEBENCH_DIR=..., MODEL_DIR=...) → results/piebench/
 	$(RUN) experiment=piebench paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
+
+reproduce-figures: setup  ## EasyInv Figs 1-5 on SD-1.4 + SD-XL fp16, bundled probes/photos (MODEL_DIR=...) → results/figures/
+	$(RUN) experiment=figures paths.models=$(MODEL_DIR) $(ARGS)
+
+figures-demo: setup  ## the same offline on tiny-sd / tiny-sdxl, CPU, about a minute → results/figures_demo/
+	$(RUN) experiment=figures_demo $(ARGS)
 
 test: setup  ## the default test suite (CPU, offline, no slow tests)
 	$(PY) -m pytest -q $(ARGS)

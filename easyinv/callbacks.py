@@ -44,3 +44,24 @@ class ReportCallback(Callback):
         for key in ("table1_md", "table2_md", "sweep_md", "editing_md"):
             if key in files:
                 print(Path(files[key]).read_text())
+        if config.get("figures_dir"):
+            from easyinv.paper_figures import write_paper_figures
+
+            made = write_paper_figures([root], config.figures_dir)
+            print(f"paper figures: {', '.join(sorted(k for k in made if k != 'figures_md'))} and "
+                  f"{made['figures_md']}")
+        reference = Path(config.reference_dir) / "table1.csv" if config.get("reference_dir") else None
+        if reference is not None and "table1_csv" in files:
+            print(_compared(Path(files["table1_csv"]), reference))
+
+
+def _compared(new: Path, reference: Path) -> str:
+    """One line (plus the differences) saying whether this run's quality and NFE columns match the committed table."""
+    from easyinv.report import compare_tables
+
+    if not reference.is_file():
+        return f"no reference table at {reference} to compare with"
+    diffs = compare_tables(new, reference)
+    if not diffs:
+        return f"quality and NFE columns MATCH the committed table {reference} (timings are not compared)"
+    return "\n".join([f"quality or NFE columns DIFFER from the committed table {reference}:", *diffs])

@@ -30,6 +30,7 @@ from easyinv.sweeps import SWEEP_CONTEXT, sweep_axes, sweep_slice
 
 __all__ = [
     "failure_gallery",
+    "latents_path",
     "metric_distributions",
     "qualitative_grid",
     "quality_vs_cost",
@@ -37,6 +38,7 @@ __all__ = [
     "ref_png_path",
     "safe_name",
     "save_png",
+    "step_png_path",
     "sweep_curves",
     "sweep_heatmaps",
     "write_figures",
@@ -76,6 +78,16 @@ def ref_png_path(run_dir: str | Path, item_id: str) -> Path:
 def recon_png_path(run_dir: str | Path, method_label: str, item_id: str) -> Path:
     """Where the runner saves the uint8 reconstruction of ``item_id`` by ``method_label``."""
     return Path(run_dir) / "recon" / safe_name(method_label) / f"{safe_name(item_id)}.png"
+
+
+def latents_path(run_dir: str | Path, method_label: str, item_id: str) -> Path:
+    """Where the runner stores the reconstruction-trajectory latents of ``item_id`` kept by ``save_latents``."""
+    return Path(run_dir) / "latents" / safe_name(method_label) / f"{safe_name(item_id)}.pt"
+
+
+def step_png_path(run_dir: str | Path, method_label: str, item_id: str, step: int) -> Path:
+    """Where the runner saves the decoded latent after reconstruction step ``step`` (0 = z_T, T = the result)."""
+    return Path(run_dir) / "steps" / safe_name(method_label) / f"{safe_name(item_id)}.step{int(step)}.png"
 
 
 def save_png(image_u8: np.ndarray, path: str | Path) -> Path:

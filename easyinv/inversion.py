@@ -31,6 +31,7 @@ __all__ = [
     "Method",
     "NullTextDenoiser",
     "StepContext",
+    "TrajectoryWatch",
     "ddim_step",
     "invert",
     "invert_with",
@@ -248,6 +249,21 @@ class FiniteWatch:
 
     def steps(self) -> list[int]:
         return self.first.cpu().tolist()
+
+
+class TrajectoryWatch(FiniteWatch):
+    """A :class:`FiniteWatch` that also keeps the latent after chosen steps (``keep``), e.g. the reconstruction's
+    midpoint that the paper decodes (EasyInv Fig. 2); nothing is copied at the other steps."""
+
+    def __init__(self, batch_size: int, device: torch.device | str = "cpu", keep: Sequence[int] = ()):
+        super().__init__(batch_size, device)
+        self.keep = frozenset(int(k) for k in keep)
+        self.latents: dict[int, Tensor] = {}
+
+    def see(self, z: Tensor, step: int) -> None:
+        super().see(z, step)
+        if step in self.keep:
+            self.latents[step] = z.detach().clone()
 
 
 @dataclass(frozen=True)

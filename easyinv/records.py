@@ -54,7 +54,8 @@ STATUSES = ("ok", "skipped", "nonfinite", "error")
 # Parts of the resolved config that do not change a record's numbers (mirrors hydra's override_dirname exclusions):
 # where things live, how fast and in what batches they run, what is kept on disk, which slice of the data is taken.
 HASH_EXCLUDE = (
-    "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "report_dir",
+    "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "save_latents",
+    "report_dir", "reference_dir", "figures_dir",
     "objective", "shard", "dataset.limit", "dataset.offset", "dataset.root", "dataset.manifest", "dataset.hash_files",
     "model.load.source", "model.compile", "model.channels_last", "precision.fallback", "metrics.lpips.trunk_path",
     "edit_metrics.dino.path", "edit_metrics.clip.path", "edit_metrics.lpips.trunk_path",

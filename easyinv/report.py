@@ -28,6 +28,7 @@ from easyinv.records import RECORD_FIELDS, SOURCE_COLUMNS, read_records
 __all__ = [
     "DEFAULT_PAPER_DIR",
     "load_paper",
+    "compare_tables",
     "markdown_table",
     "main",
     "mean_ci",
@@ -410,6 +411,32 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str
     csv = table[[c for c in CSV_COLUMNS if c in table.columns]]
     csv.to_csv(paths["csv"], index=False, float_format="%.6f", lineterminator="\n")
     return paths
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Comparing with a committed reference table
+# --------------------------------------------------------------------------------------------------------------------
+
+ROW_KEYS = ("dataset", "model", "label", "precision")
+COMPARED = {"n_ok": 0, "nfe_mean": 1, "lpips_mean": DECIMALS["lpips"], "ssim_mean": DECIMALS["ssim"],
+            "psnr_mean": DECIMALS["psnr"]}
+
+
+def compare_tables(new_csv: str | Path, reference_csv: str | Path) -> list[str]:
+    """Differences between two ``table1.csv`` in the columns that must not move — n, NFE and the quality means as
+    the table prints them (LPIPS, SSIM, PSNR to 3 decimals) — row by row; timing is left out. [] = they match."""
+    new, ref = pd.read_csv(new_csv), pd.read_csv(reference_csv)
+    key = lambda df: df[list(ROW_KEYS)].astype(str).agg(" / ".join, axis=1)  # noqa: E731
+    new.index, ref.index = key(new), key(ref)
+    diffs = [f"{row}: missing from the new table" for row in ref.index.difference(new.index)]
+    diffs += [f"{row}: not in the reference table" for row in new.index.difference(ref.index)]
+    for row in ref.index.intersection(new.index):
+        for column, decimals in COMPARED.items():
+            a, b = float(new.at[row, column]), float(ref.at[row, column])
+            same = (math.isnan(a) and math.isnan(b)) or a == b or round(a, decimals) == round(b, decimals)
+            if not same:
+                diffs.append(f"{row}: {column} {a:.{decimals}f} (reference {b:.{decimals}f})")
+    return diffs
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from easyinv.data.base import Item, SkipItem
-from easyinv.figures import recon_png_path, ref_png_path, save_png
-from easyinv.inversion import Denoisers, FiniteWatch, invert_with, reconstruct_with
+from easyinv.figures import latents_path, recon_png_path, ref_png_path, save_png, step_png_path
+from easyinv.inversion import Denoisers, FiniteWatch, TrajectoryWatch, invert_with, reconstruct_with
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
 from easyinv.models.base import InversionModel, check_fast_paths
 from easyinv.pipelining import BackgroundWriter, prefetch
@@ -146,6 +146,8 @@ class Job:
             self.fallback = "none"  # already fp32 throughout: a retry would fail the same way
         self.fp32_model: InversionModel | None = None
         self.records_path = run_dir / self.shard.records_name
+        self.save_latents = _latent_steps(cfg.get("save_latents"), int(self.method.num_steps))
+        self._latents: dict[str, dict[int, tuple[torch.Tensor, np.ndarray]]] = {}  # item → step → (latent, image)
 
     def pending(self) -> tuple[list[Item], list[Item]]:
         """All items in dataset order, and this shard's items not yet recorded under this config hash by any
@@ -313,6 +315,8 @@ class Job:
             rows.append(b | result)
             if result["status"] == "ok" and self._keep_png(position[item.id]):
                 pngs.append((item, ref, rec))
+            else:
+                self._latents.pop(item.id, None)
         return rows, pngs
 
     def _retry_in_fp32(
@@ -332,11 +336,22 @@ class Job:
             torch.cuda.empty_cache()
 
     def _keep_png(self, index: int) -> bool:
-        return bool(self.cfg.save_png) and (self.cfg.png_limit is None or index < int(self.cfg.png_limit))
+        """PNGs (and stored latents) for the first ``png_limit`` items when ``save_png`` or ``save_latents`` asks."""
+        wanted = bool(self.cfg.save_png) or bool(self.save_latents)
+        return wanted and (self.cfg.png_limit is None or index < int(self.cfg.png_limit))
 
     def _save_pngs(self, item: Item, ref: np.ndarray, rec: np.ndarray) -> None:
         save_png(ref, ref_png_path(self.run_dir, item.id))
         save_png(rec, recon_png_path(self.run_dir, self.label, item.id))
+        kept = self._latents.pop(item.id, None)
+        if kept:
+            path = latents_path(self.run_dir, self.label, item.id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            steps = sorted(kept)
+            torch.save({"item_id": item.id, "method_label": self.label, "num_steps": self.grid.T, "steps": steps,
+                        "latents": torch.stack([kept[s][0] for s in steps])}, path)
+            for step in steps:
+                save_png(kept[step][1], step_png_path(self.run_dir, self.label, item.id, step))
 
     @torch.no_grad()
     def _compute(
@@ -354,7 +369,8 @@ class Job:
         den = Denoisers(lambda w, negative: model.denoiser(prompts, w, negative_prompts=negative), prompts,
                         {phase: float(cfg.guidance[phase]) for phase in ("invert", "reconstruct")},
                         null_text=lambda: model.null_text_denoiser(prompts))
-        watch_inv, watch_rec = FiniteWatch(B, z0.device), FiniteWatch(B, z0.device)
+        watch_inv = FiniteWatch(B, z0.device)
+        watch_rec = TrajectoryWatch(B, z0.device, keep=self.save_latents)  # steps 1..T; step 0 is z_T
         with timer("invert"):
             inversion = invert_with(self.method, den, z0, self.grid, seeds, watch=watch_inv)
         den.phase = "reconstruct"
@@ -362,6 +378,9 @@ class Job:
             z_rec = reconstruct_with(self.method, den, inversion, self.grid, watch=watch_rec)
         with timer("decode"):
             x_rec = model.decode(z_rec)
+        if self.save_latents:
+            with timer("latents"):
+                self._keep_latents(items, model, {0: inversion.z_T, **watch_rec.latents})
         finite = {
             "z_T": torch.isfinite(inversion.z_T).flatten(1).all(1).cpu(),
             "z_0 reconstruction": torch.isfinite(z_rec).flatten(1).all(1).cpu(),
@@ -405,6 +424,26 @@ class Job:
                     row["flag"] = "degenerate"
             out.append(row)
         return out, rec_u8
+
+
+    def _keep_latents(self, items: list[Item], model: InversionModel, latents: dict[int, torch.Tensor]) -> None:
+        """The requested trajectory latents of a batch, per item, with their decoded images (kept until the item's
+        PNGs are written, or dropped when it keeps none)."""
+        for step in self.save_latents:
+            decoded = to_uint8(torch.nan_to_num(model.decode(latents[step]).float().cpu())).permute(0, 2, 3, 1).numpy()
+            for b, item in enumerate(items):
+                self._latents.setdefault(item.id, {})[step] = (latents[step][b].detach().cpu(), decoded[b])
+
+
+def _latent_steps(value: Any, num_steps: int) -> tuple[int, ...]:
+    """``save_latents``: reconstruction steps whose latent is stored (0 = z_T, ``num_steps`` = the reconstruction;
+    "mid" = ``num_steps // 2``, the paper's midpoint whatever a method's step count)."""
+    steps = [num_steps // 2 if s == "mid" else s for s in ([] if value is None else list(value))]
+    bad = [s for s in steps if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= num_steps]
+    if bad:
+        raise ConfigError(f"save_latents must list reconstruction steps in [0, {num_steps}] (method.num_steps) or "
+                          f"'mid', got {bad}")
+    return tuple(sorted(set(steps)))
 
 
 OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA's and the CPU allocator's words
