@@ -7,9 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BENCH := $(VENV)/bin/easyinv-bench
 REPORT := $(VENV)/bin/easyinv-report
-MODEL_DIR ?= $(CURDIR)/models
-COCO_DIR ?= $(CURDIR)/coco
-PIEBENCH_DIR ?= $(CURDIR)/piebench
+MODEL_DIR ?= $(or $(EASYINV_MODELS),$(CURDIR)/models)
+COCO_DIR ?= $(or $(EASYINV_COCO),$(CURDIR)/coco)
+PIEBENCH_DIR ?= $(or $(EASYINV_PIEBENCH),$(CURDIR)/piebench)
 ARGS ?=
 # EXTRAS: dependency sets installed beside dev by `make setup`, e.g. EXTRAS=cluster (SLURM launcher) or cluster,tune
 EXTRAS ?=
@@ -22,6 +22,17 @@ else
 RUN := $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(GPUS) --num_machines 1 --mixed_precision no \
        --dynamo_backend no -m easyinv
 endif
+SD14 := $(MODEL_DIR)/stable-diffusion-v1-4
+SDXL := $(MODEL_DIR)/stable-diffusion-xl-base-1.0
+TABLE_RUNS = $(or $(RUNS),results/runs/table1)
+SWEEP_RUNS = $(or $(SWEEP),results/runs/sweep_easyinv)
+comma := ,
+# $(call need,PATH,MESSAGE): stop the target with one line naming what is missing and the command that makes it,
+# before any job starts (instead of a failure deep inside a run)
+need = @test -e "$(1)" || { echo "make $@: $(2)" >&2; exit 1; }
+NEED_SD14 = $(call need,$(SD14),no SD-1.4 weights at $(SD14): huggingface-cli download CompVis/stable-diffusion-v1-4 --local-dir $(SD14) (or MODEL_DIR=<folder holding it>))
+NEED_SDXL = $(call need,$(SDXL),no SD-XL weights at $(SDXL): huggingface-cli download stabilityai/stable-diffusion-xl-base-1.0 --local-dir $(SDXL) (or MODEL_DIR=<folder holding it>))
+NEED_COCO = $(call need,$(COCO_DIR)/annotations,no COCO-2017 at COCO_DIR=$(COCO_DIR): unpack annotations/$(comma) val2017/ and test2017/ there (README 'COCO-2017') or pass COCO_DIR=<folder>)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
@@ -55,9 +66,15 @@ editing-demo: setup  ## editing benchmark offline: mini PIE-Bench, tiny-sd, {DDI
 	$(RUN) experiment=editing_demo $(ARGS)
 
 reproduce-piebench: setup  ## PnPInversion Table 1 protocols on PIE-Bench, SD-1.4 (PIEBENCH_DIR=..., MODEL_DIR=...) → results/piebench/
+	$(NEED_SD14)
+	$(call need,$(PIEBENCH_DIR)/mapping_file.json,no PIE-Bench at PIEBENCH_DIR=$(PIEBENCH_DIR) (mapping_file.json + annotation_images/): request it from the PnPInversion authors (README 'Editing') and pass PIEBENCH_DIR=<folder>)
+	$(call need,$(MODEL_DIR)/dino_vitbase8_pretrain.pth,no DINO ViT-B/8 at $(MODEL_DIR)/dino_vitbase8_pretrain.pth: download https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth there)
+	$(call need,$(MODEL_DIR)/clip-vit-large-patch14,no CLIP ViT-L/14 at $(MODEL_DIR)/clip-vit-large-patch14: huggingface-cli download openai/clip-vit-large-patch14 --local-dir $(MODEL_DIR)/clip-vit-large-patch14)
 	$(RUN) experiment=piebench paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
 
 reproduce-figures: setup  ## EasyInv Figs 1-5 on SD-1.4 + SD-XL fp16, bundled probes/photos (MODEL_DIR=...) → results/figures/
+	$(NEED_SD14)
+	$(NEED_SDXL)
 	$(RUN) experiment=figures paths.models=$(MODEL_DIR) $(ARGS)
 
 figures-demo: setup  ## the same offline on tiny-sd / tiny-sdxl, CPU, about a minute → results/figures_demo/
@@ -79,30 +96,41 @@ tiny-models: setup  ## build the tiny random SD-1.x / SD-XL folders into .cache/
 	$(PY) scripts/make_tiny_models.py
 
 reproduce-table1: setup  ## EasyInv Table 1 on SD-1.4 fp16 + COCO (MODEL_DIR=..., COCO_DIR=..., GPUS=N) → results/table1/
+	$(NEED_SD14)
+	$(NEED_COCO)
 	$(RUN) experiment=table1 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
 
 reproduce-table1-captions: setup  ## every method with COCO captions, pivots w=1, sampling w=7.5 → results/table1_captions/
+	$(NEED_SD14)
+	$(NEED_COCO)
 	$(RUN) experiment=table1_captions paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
 
 reproduce-table2: setup  ## EasyInv Table 2 (fp16 vs fp32; GPUS=N) → results/table2/
+	$(NEED_SD14)
+	$(NEED_COCO)
 	$(RUN) experiment=table2 paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
 
 tables: setup  ## re-write tables and figures from existing records (RUNS=results/runs/table1 OUT=results/table1)
-	$(REPORT) $(or $(RUNS),results/runs/table1) --out $(or $(OUT),results/table1)
+	$(call need,$(TABLE_RUNS),no runs at $(TABLE_RUNS): make them with 'make reproduce-table1' (or pass RUNS=<run dir>))
+	$(REPORT) $(TABLE_RUNS) --out $(or $(OUT),results/table1)
 
 check: setup  ## completeness of a run across all its shards: missing/duplicated rows (RUNS=results/runs/table1)
-	$(REPORT) $(or $(RUNS),results/runs/table1) --check
+	$(call need,$(TABLE_RUNS),no runs at $(TABLE_RUNS): make them with 'make reproduce-table1' (or pass RUNS=<run dir>))
+	$(REPORT) $(TABLE_RUNS) --check
 
 sweep-easyinv: setup  ## EasyInv η × interval × k sweep (Gaussian model, demo data) → results/sweep_easyinv/
 	$(RUN) experiment=sweep_easyinv $(ARGS)
 
 sweep-report: setup  ## aggregate a sweep root (SWEEP=results/runs/sweep_easyinv OUT=results/sweep_easyinv)
-	$(REPORT) $(or $(SWEEP),results/runs/sweep_easyinv) --out $(or $(OUT),results/sweep_easyinv) --sweep
+	$(call need,$(SWEEP_RUNS),no sweep at $(SWEEP_RUNS): make it with 'make sweep-easyinv' (or pass SWEEP=<sweep dir>))
+	$(REPORT) $(SWEEP_RUNS) --out $(or $(OUT),results/sweep_easyinv) --sweep
 
 tune-easyinv: setup  ## Optuna TPE on the tune split, best setting scored on the held-out eval split
 	$(PY) scripts/tune_then_eval.py $(ARGS)
 
-notebooks: setup  ## run notebooks/*.ipynb on the demo and sweep results → results/notebooks/
+notebooks: setup  ## run notebooks/*.ipynb on the demo and sweep results (running or resuming both first) → results/notebooks/
+	$(RUN) experiment=demo $(ARGS)
+	$(RUN) experiment=sweep_easyinv $(ARGS)
 	mkdir -p results/notebooks
 	$(PY) -m papermill notebooks/results.ipynb results/notebooks/results.ipynb --cwd notebooks -p runs_dir $(CURDIR)/results/runs/demo
 	$(PY) -m papermill notebooks/sweeps.ipynb results/notebooks/sweeps.ipynb --cwd notebooks -p sweep_dir $(CURDIR)/results/runs/sweep_easyinv
@@ -111,7 +139,7 @@ bench: setup  ## throughput per method × batch size, loop overhead, projected T
 	$(PY) scripts/bench.py $(ARGS)
 
 gpu-check: setup  ## on a CUDA machine: the gpu tests, then bench on sd14-random fp16 (eager, compiled) → results/bench/
-	bash scripts/gpu_check.sh $(ARGS)
+	PY=$(PY) bash scripts/gpu_check.sh $(ARGS)
 
 clean:  ## remove run records (results/runs) and caches, keep .venv
 	rm -rf results/runs .cache
