@@ -1,7 +1,8 @@
 """CUDA paths, run by ``scripts/gpu_check.sh`` on a machine with a GPU (skipped elsewhere; never needed by CI).
 
 On tiny-sd: CUDA fp32 equals CPU fp32 for every method, fp16 and bf16 stay finite, a batch equals single runs on
-CUDA, and the CUDA-event UNet timing adds up to the wall time of a UNet-only loop.
+CUDA, the CUDA-event UNet timing adds up to the wall time of a UNet-only loop, and the editing walk keeps its source
+row invariants in fp32 and fp16.
 """
 
 from __future__ import annotations
@@ -95,3 +96,30 @@ def test_cuda_event_timing_adds_up_to_wall_time(tiny_model_cache):
     wall = time.perf_counter() - start
     assert eps.calls == 50
     assert eps.seconds == pytest.approx(wall, rel=0.10)
+
+
+@pytest.mark.parametrize("unet", ["float32", "float16"])
+def test_editing_invariants_on_cuda(tiny_model_cache, unet):
+    """editing.md §6.5: on CUDA the controllers leave the source row alone (active vs passive) and DirectInversion's
+    offsets pin it to the inversion at the first step: the offset and edit passes run the same kernels and batch."""
+    from baselines.ddim import DDIM
+    from easyinv.editing.p2p import P2PEditor
+    from easyinv.editing.walk import EditUNet, edit
+
+    model = _model(tiny_model_cache, "cuda", unet)
+    grid = model.grid(10)
+    source, target = ["a photo of the cat"] * 2, ["a photo of the dog"] * 2
+    z0 = model.encode(_images(2).to("cuda"), [0, 1])
+    trajectory = invert(DDIM(num_steps=10), model.denoiser(source, 1.0), z0, grid).trajectory
+    runs = {}
+    for active in (True, False):
+        controller = P2PEditor(blend_map_size=4).controller(source, target, [("cat", "dog")] * 2,
+                                                            model.prompts.tokenizers[0], grid.T)
+        if not active:
+            begin = controller.begin
+            controller.begin = lambda layout, b=begin, c=controller: (b(layout), setattr(c, "active", False))
+        runs[active] = edit(EditUNet(model, source, target, 7.5), controller, grid, trajectory, "direct_offsets",
+                            keep_source_path=True)
+    assert torch.equal(runs[True].z_source, runs[False].z_source)
+    assert torch.isfinite(runs[True].z_target).all()
+    torch.testing.assert_close(runs[True].source_path[0], trajectory[-2], rtol=0, atol=1e-6)
