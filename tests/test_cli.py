@@ -22,10 +22,12 @@ def test_default_experiment_runs_the_demo_protocol_and_writes_the_report(tmp_pat
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted(p.name for p in (tmp_path / "results" / "runs" / "demo").iterdir() if p.is_dir())
     assert runs == [f"method={m}" for m in sorted(["vae_only", "ddim", "renoise", "fixed_point", "easyinv"])]
-    table = pd.read_csv(tmp_path / "results" / "demo" / "table1.csv")
+    report = tmp_path / "results" / "runs" / "demo_report"  # git-ignored: the committed results/demo is the reference
+    table = pd.read_csv(report / "table1.csv")
     assert len(table) == 5 and (table.n_ok == 2).all()
     assert "## Table 1" in out.stdout  # the table is printed at the end
-    assert (tmp_path / "results" / "demo" / "figures").is_dir()
+    assert f"no reference table at {tmp_path / 'results' / 'demo' / 'table1.csv'}" in out.stdout
+    assert (report / "figures").is_dir() and not (tmp_path / "results" / "demo").exists()
     again = bench("dataset.limit=2", f"paths.root={tmp_path}", cwd=tmp_path)  # resumes: nothing left to do
     assert again.returncode == 0 and "0 to do" in again.stderr + again.stdout
 

@@ -24,7 +24,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NU
 def makefile_overrides(target: str, model_dir: Path, coco_dir: Path) -> list[str]:
     """The overrides a Makefile target passes to easyinv-bench, with MODEL_DIR and COCO_DIR filled in."""
     text = (REPO / "Makefile").read_text()
-    recipe = re.search(rf"^{target}:.*\n\t\$\(RUN\) (.*)$", text, re.M).group(1)  # RUN: easyinv-bench, or accelerate
+    # the recipe's $(RUN) line (RUN: easyinv-bench, or accelerate), after the checks for the user's data
+    recipe = re.search(rf"^{target}:.*\n(?:\t.*\n)*?\t\$\(RUN\) (.*)$", text, re.M).group(1)
     recipe = recipe.replace("$(MODEL_DIR)", str(model_dir)).replace("$(COCO_DIR)", str(coco_dir))
     return recipe.replace("$(ARGS)", "").split()
 
