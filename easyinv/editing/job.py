@@ -162,6 +162,11 @@ def _flat_edit(node: DictConfig) -> dict[str, Any]:
 
 
 def _notes(note: dict[str, Any]) -> dict[str, Any]:
-    """The controller's per-image notes (e.g. blend words not found in a prompt) as record fields."""
-    return {key: (value if isinstance(value, (str, int, float, bool)) or value is None else str(value))
-            for key, value in note.items()}
+    """The controller's per-image notes (e.g. whether each blend word was found in its prompt) as record fields:
+    primitives as they are, lists as JSON; the image index is the row itself."""
+    import json
+
+    names = {"missing": "missing_words"}
+    return {names.get(key, key): (value if isinstance(value, (str, int, float, bool)) or value is None
+                                  else json.dumps(value))
+            for key, value in note.items() if key != "image"}
