@@ -157,3 +157,31 @@ def test_editing_needs_an_sd_model_and_an_editing_dataset(tmp_path, tiny_model_c
                                     f"paths.models={tmp_path / 'none'}"), tmp_path / "d")
     with pytest.raises(FileNotFoundError, match="dino_vitbase8_pretrain.pth"):
         job.run()  # a missing weight file stops the job before any model loads, naming the file
+
+
+def test_editing_table_scales_excludes_nan_and_joins_the_published_rows():
+    """Synthetic records of the DDIM+P2P protocol on sd14: Table 1's scaling, NaN rows left out per column, the
+    published row beside ours with the difference; † and no difference when a metric came from random weights."""
+    import pandas as pd
+
+    from easyinv.editing.report import display, editing_table, load_paper_edits
+
+    rows = []
+    for k, (structure, psnr_bg) in enumerate([(0.07, 17.0), (0.06, float("nan")), (0.08, 19.0)]):
+        rows.append({"dataset": "piebench", "model": "sd14", "protocol": "ddim+free+p2p", "precision": "fp32",
+                     "edit_type": k % 2, "status": "ok", "warmup": False, "t_total": 40.0, "nfe": 250, "psnr": 25.0,
+                     "structure_distance": structure, "psnr_unedit_part": psnr_bg, "lpips_unedit_part": 0.2,
+                     "mse_unedit_part": 0.02, "ssim_unedit_part": 0.7, "clip_similarity_target_image": 25.0,
+                     "clip_similarity_target_image_edit_part": 22.0, "clip_similarity_source_image": 26.0,
+                     "structure_comparable": True, "clip_comparable": True, "bg_lpips_comparable": False})
+    rows.append({**rows[0], "status": "nonfinite", "structure_distance": None})
+    table = editing_table(pd.DataFrame(rows), load_paper_edits())
+    (row,) = table.to_dict("records")
+    assert row["n_ok"] == 3 and row["n_nonfinite"] == 1
+    assert row["structure_distance_mean"] == pytest.approx(70.0) and row["psnr_unedit_part_n"] == 2
+    assert row["psnr_unedit_part_mean"] == pytest.approx(18.0) and row["mse_unedit_part_mean"] == pytest.approx(200.0)
+    assert row["paper_structure_distance"] == pytest.approx(69.43) and row["paper_source"] == "PnPInversion Table 1"
+    shown = display(table).iloc[0]
+    assert shown["Δ Structure"] == "+0.57" and shown["Δ BG LPIPS"] == "—" and shown["BG LPIPS ×10³ ↓"].endswith("†")
+    assert shown["Failures"] == "1 nonfinite" and "Paper CLIP source" not in shown.index
+    assert len(editing_table(pd.DataFrame(rows), None, by_type=True)) == 2

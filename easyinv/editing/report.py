@@ -30,6 +30,7 @@ EDIT_COLUMNS: tuple[tuple[str, str, float, bool, str | None], ...] = (
     ("ssim_unedit_part", "BG SSIM ×10² ↑", 1e2, False, None),
     ("clip_similarity_target_image", "CLIP whole ↑", 1.0, False, "clip_comparable"),
     ("clip_similarity_target_image_edit_part", "CLIP edited ↑", 1.0, False, "clip_comparable"),
+    ("clip_similarity_source_image", "CLIP source ↑", 1.0, False, "clip_comparable"),  # not in Table 1: a sanity check
 )
 GROUP = ("dataset", "model", "protocol", "precision")
 PAPER_FILE = "piebench_table1.csv"
@@ -88,7 +89,7 @@ def editing_table(df: pd.DataFrame, paper: pd.DataFrame | None = None, by_type: 
             match = paper[(paper["protocol"] == row["protocol"]) & (paper["model"] == row["model"])]
             if len(match):
                 for metric, *_ in EDIT_COLUMNS:
-                    table.at[i, f"paper_{metric}"] = float(match.iloc[0][metric])
+                    table.at[i, f"paper_{metric}"] = float(match.iloc[0].get(metric, math.nan))
                 table.at[i, "paper_source"] = str(match.iloc[0]["source"])
     return table
 
@@ -109,8 +110,9 @@ def _failures(row: pd.Series) -> str:
 
 
 def display(table: pd.DataFrame, style: _Style = MARKDOWN) -> pd.DataFrame:
-    """The printed form: protocol (and edit type), n, the seven metrics ± CI, reconstruction PSNR, NFE, time,
-    failures; then the paper's values and ours − paper where a row matched."""
+    """The printed form: protocol (and edit type), n, the eight metrics ± CI (Table 1's seven and the source
+    image's CLIP score), reconstruction PSNR, NFE, time, failures; then the paper's values and ours − paper where a
+    row matched."""
     cols: dict[str, list[str]] = {"Protocol": [style.escape(str(v)) for v in table["protocol"]]}
     if "edit_type" in table:
         cols["Edit type"] = [style.escape(_type_name(v)) for v in table["edit_type"]]
@@ -125,11 +127,12 @@ def display(table: pd.DataFrame, style: _Style = MARKDOWN) -> pd.DataFrame:
     cols["Time/img (s)"] = [_num(v, 2, style) for v in table["time_s_mean"]]
     cols["Failures"] = [_failures(r) for _, r in table.iterrows()]
     matched = table["paper_source"].notna()
+    published = [(m, h) for m, h, *_ in EDIT_COLUMNS if table[f"paper_{m}"].notna().any()]
     if matched.any():
-        for metric, header, *_ in EDIT_COLUMNS:
+        for metric, header in published:
             name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
             cols[style.escape(f"Paper {name}")] = [_num(v, 2, style) for v in table[f"paper_{metric}"]]
-        for metric, header, *_ in EDIT_COLUMNS:
+        for metric, header in published:
             name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
             diffs = [(r[f"{metric}_mean"] - r[f"paper_{metric}"]) if r[f"{metric}_comparable"] else math.nan
                      for _, r in table.iterrows()]
