@@ -38,6 +38,7 @@ __all__ = [
     "ref_png_path",
     "safe_name",
     "save_png",
+    "saved_references",
     "step_png_path",
     "sweep_curves",
     "sweep_heatmaps",
@@ -108,6 +109,18 @@ def _find(paths: Iterable[Path]) -> Path | None:
     return next((p for p in paths if p.is_file()), None)
 
 
+def saved_references(dirs: Sequence[Path], items: Iterable[str], max_items: int) -> dict[str, np.ndarray]:
+    """The saved reference images of the first ``max_items`` of ``items`` that have one, in order."""
+    refs: dict[str, np.ndarray] = {}
+    for item in items:
+        found = _find(ref_png_path(d, item) for d in dirs)
+        if found is not None:
+            refs[item] = _load(found)
+        if len(refs) == max_items:
+            break
+    return refs
+
+
 def _recon(own: Sequence[Path], others: Sequence[Path], method_label: str, item_id: str) -> np.ndarray | None:
     """A saved reconstruction: ``recon/<label>/<item>.png``, or flat ``recon/<item>.png`` in the record's own run
     dir (a run dir holds one configuration, so the label level is optional there)."""
@@ -163,13 +176,7 @@ def qualitative_grid(
     df = _figure_labels(df)
     dirs = list(dict.fromkeys([*map(Path, run_dirs), *map(Path, df["run_dir"].dropna().unique())]))
     candidates = item_ids if item_ids is not None else sorted(df["item_id"].dropna().astype(str).unique())
-    refs = {}
-    for item in candidates:
-        found = _find(ref_png_path(d, item) for d in dirs)
-        if found is not None:
-            refs[item] = _load(found)
-        if len(refs) == max_items:
-            break
+    refs = saved_references(dirs, candidates, max_items)
     labels = _labels_in_order(df)
     recons: dict[tuple[str, str], np.ndarray | None] = {}
     for label in labels:

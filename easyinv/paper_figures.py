@@ -94,6 +94,12 @@ def _model_rows(df: pd.DataFrame, family: str | None) -> pd.DataFrame:
     return chosen[chosen["model"] == sorted(chosen["model"].astype(str).unique())[0]]
 
 
+def _sd1_or_any(df: pd.DataFrame) -> pd.DataFrame:
+    """The SD-1.x model's records (the paper's Figs 1, 2, 5), else the first model's."""
+    rows = _model_rows(df, "sd1")
+    return rows if not rows.empty else _model_rows(df, None)
+
+
 def _setting(rows: pd.DataFrame) -> str:
     model, family = rows["model"].iloc[0], rows["family"].iloc[0]
     steps = sorted({int(s) for s in rows["num_steps"].dropna()})
@@ -185,9 +191,7 @@ def _failure_cases(df: pd.DataFrame, dirs: list[Path], out: Path) -> Figure:
                   "per method, its worst image (a non-finite or degenerate row first, else the lowest PSNR), beside "
                   "the reference and EasyInv's reconstruction of the same image; the paper's point is that each "
                   "baseline has images it cannot invert")
-    rows = _model_rows(df, "sd1")
-    if rows.empty:
-        rows = _model_rows(df, None)
+    rows = _sd1_or_any(df)
     labels = _labels(rows)
     if not labels:
         spec.notes.append("skipped: no inversion method in the runs")
@@ -223,9 +227,7 @@ def _midpoints(df: pd.DataFrame, dirs: list[Path], out: Path, max_items: int = 4
     spec = Figure("fig2", "Fig. 2 — the latent at the midpoint of the denoising, decoded per method",
                   "the paper's evidence that EasyInv 'converges faster': at step T/2 of the reconstruction its "
                   "decoded latent should already show the image more clearly than DDIM's")
-    rows = _model_rows(df, "sd1")
-    if rows.empty:
-        rows = _model_rows(df, None)
+    rows = _sd1_or_any(df)
     labels = _labels(rows)
     found: dict[tuple[str, str], dict[int, Path]] = {}
     for label in labels:
@@ -301,9 +303,7 @@ def _easyinv_gallery(df: pd.DataFrame, dirs: list[Path], out: Path, max_items: i
     spec = Figure("fig5", "Fig. 5 — EasyInv on COCO images",
                   "EasyInv's reconstructions of natural photographs (the paper uses COCO): they should keep the "
                   "layout and colours of the reference")
-    rows = _model_rows(df, "sd1")
-    if rows.empty:
-        rows = _model_rows(df, None)
+    rows = _sd1_or_any(df)
     easy = rows[rows["method"] == "easyinv"]
     if easy.empty:
         spec.notes.append("skipped: no EasyInv run")

@@ -8,10 +8,9 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from easyinv.figures import _find, _load, _new_figure, _save, recon_png_path, ref_png_path, safe_name
+from easyinv.figures import _find, _load, _new_figure, _save, recon_png_path, safe_name, saved_references
 
 __all__ = ["edit_png_path", "edit_strip"]
 
@@ -31,13 +30,7 @@ def edit_strip(df: pd.DataFrame, run_dirs: Sequence[str | Path], out_path: str |
     dirs = list(dict.fromkeys([*map(Path, run_dirs), *map(Path, rows["run_dir"].dropna().unique())]))
     protocols = sorted(rows["protocol"].astype(str).unique())
     candidates = item_ids if item_ids is not None else sorted(rows["item_id"].dropna().astype(str).unique())
-    sources: dict[str, np.ndarray] = {}
-    for item in candidates:
-        found = _find(ref_png_path(d, item) for d in dirs)
-        if found is not None:
-            sources[item] = _load(found)
-        if len(sources) == max_items:
-            break
+    sources = saved_references(dirs, candidates, max_items)
     if not sources or not protocols:
         log.info("editing strip skipped: no saved source/edit PNGs (run with save_png=true)")
         return None
