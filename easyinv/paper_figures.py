@@ -123,10 +123,17 @@ def _reference(dirs: list[Path], item: str) -> np.ndarray | None:
     return _load(found) if found is not None else None
 
 
+def _failure_kind(row: pd.Series) -> str | None:
+    """"nonfinite", "degenerate" (a flat reconstruction of a textured image) or None for a row that looks fine."""
+    if row["status"] == "nonfinite":
+        return "nonfinite"
+    return "degenerate" if row.get("flag") == "degenerate" else None
+
+
 def _tile(ax: Axes, image: np.ndarray | None, row: pd.Series | None, title: str) -> str:
     """Draw one reconstruction; returns its kind: ok, degenerate, nonfinite, missing. A failure is never black."""
     kind = "missing"
-    if row is not None and row["status"] == "nonfinite":
+    if row is not None and _failure_kind(row) == "nonfinite":
         kind = "nonfinite"
         ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor="mistyrose", hatch="///",
                                edgecolor="firebrick"))
@@ -137,7 +144,7 @@ def _tile(ax: Axes, image: np.ndarray | None, row: pd.Series | None, title: str)
     elif image is not None:
         ax.imshow(image)
         kind = "ok"
-        if row is not None and row.get("flag") == "degenerate":
+        if row is not None and _failure_kind(row) == "degenerate":
             kind = "degenerate"
             ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, edgecolor="red", linewidth=3))
             title += "\nDEGENERATE (flat)"
@@ -157,13 +164,11 @@ def _psnr(row: pd.Series | None) -> str:
 
 
 def _grid(rows: pd.DataFrame, dirs: list[Path], items: list[str], labels: list[str], out: Path,
-          picture=None, caption=None) -> tuple[Path, dict[str, dict[str, int]]]:
+          picture=None, caption=None) -> Path:
     """Rows = items, columns = reference + one tile per label; ``picture(label, item)`` overrides the image shown
-    (e.g. a decoded midpoint) and ``caption(label)`` the tile's second title line. Returns the file and, per label,
-    the count of each tile kind."""
+    (e.g. a decoded midpoint) and ``caption(label)`` the tile's second title line."""
     fig = _new_figure(1.6 * (1 + len(labels)) + 0.3, 1.9 * len(items) + 0.4)
     axes = fig.subplots(len(items), 1 + len(labels), squeeze=False)
-    counts: dict[str, dict[str, int]] = {lb: {} for lb in labels}
     for r, item in enumerate(items):
         ref = _reference(dirs, item)
         _tile(axes[r][0], ref, None, f"reference\n{_short(item)}")
@@ -172,9 +177,8 @@ def _grid(rows: pd.DataFrame, dirs: list[Path], items: list[str], labels: list[s
             if picture is not None and (row is None or row["status"] != "nonfinite"):
                 image = picture(label, item)
             second = caption(label) if caption is not None else _psnr(row)
-            kind = _tile(axes[r][c], image, row, f"{_short(label)}\n{second}")
-            counts[label][kind] = counts[label].get(kind, 0) + 1
-    return _save(fig, out), counts
+            _tile(axes[r][c], image, row, f"{_short(label)}\n{second}")
+    return _save(fig, out)
 
 
 def _count_text(counts: dict[str, dict[str, int]]) -> str:
@@ -257,7 +261,7 @@ def _midpoints(df: pd.DataFrame, dirs: list[Path], out: Path, max_items: int = 4
         return _load(path) if path is not None else None
 
     spec.setting = _setting(rows)
-    spec.path, _ = _grid(rows, dirs, items, labels, out, picture,
+    spec.path = _grid(rows, dirs, items, labels, out, picture,
                          lambda lb: f"step {chosen[lb][0]} of {chosen[lb][1]}" if lb in chosen else "no latent")
     steps_text = ", ".join(f"{lb}: step {step} of {total}" for lb, (step, total) in chosen.items())
     spec.notes.append(f"tiles: the model's VAE decode of the stored reconstruction latent at each method's midpoint "
@@ -284,15 +288,14 @@ def _white_areas(df: pd.DataFrame, dirs: list[Path], out: Path, family: str, nam
         return spec
     labels = _labels(rows)
     spec.setting = _setting(rows)
-    spec.path, counts = _grid(rows, dirs, white[:max_items], labels, out)
+    spec.path = _grid(rows, dirs, white[:max_items], labels, out)
     every = {lb: {} for lb in labels}  # the counts over all white images, not only the shown ones
     for label in labels:
         for item in white:
             match = rows[(rows["label"] == label) & (rows["item_id"] == item)]
             if len(match):
                 r = match.iloc[-1]
-                kind = "nonfinite" if r["status"] == "nonfinite" else "degenerate" if r.get("flag") == "degenerate" \
-                    else "ok"
+                kind = _failure_kind(r) or "ok"
                 every[label][kind] = every[label].get(kind, 0) + 1
     spec.notes.append(f"{len(white)} white-area image(s): " + ", ".join(white))
     spec.notes.append("black or non-finite reconstructions: " + _count_text(every))

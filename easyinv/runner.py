@@ -366,9 +366,7 @@ class Job:
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
         with timer("encode"):
             z0 = model.encode(x, seeds)
-        den = Denoisers(lambda w, negative: model.denoiser(prompts, w, negative_prompts=negative), prompts,
-                        {phase: float(cfg.guidance[phase]) for phase in ("invert", "reconstruct")},
-                        null_text=lambda: model.null_text_denoiser(prompts))
+        den = bind_denoisers(model, prompts, {p: float(cfg.guidance[p]) for p in ("invert", "reconstruct")})
         watch_inv = FiniteWatch(B, z0.device)
         watch_rec = TrajectoryWatch(B, z0.device, keep=self.save_latents)  # steps 1..T; step 0 is z_T
         with timer("invert"):
@@ -444,6 +442,12 @@ def _latent_steps(value: Any, num_steps: int) -> tuple[int, ...]:
         raise ConfigError(f"save_latents must list reconstruction steps in [0, {num_steps}] (method.num_steps) or "
                           f"'mid', got {bad}")
     return tuple(sorted(set(steps)))
+
+
+def bind_denoisers(model: InversionModel, prompts: list[str], guidance: dict[str, float]) -> Denoisers:
+    """The model's denoisers for one batch's prompts at each phase's guidance (and null-text's, if the model has it)."""
+    return Denoisers(lambda w, negative: model.denoiser(prompts, w, negative_prompts=negative), prompts, guidance,
+                     null_text=lambda: model.null_text_denoiser(prompts))
 
 
 OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA's and the CPU allocator's words

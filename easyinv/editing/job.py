@@ -15,16 +15,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from easyinv.data.base import Item
 from easyinv.editing.figures import edit_png_path
 from easyinv.editing.walk import EditUNet, edit, to_uint8_truncated
 from easyinv.figures import recon_png_path, ref_png_path, save_png
-from easyinv.inversion import Denoisers, FiniteWatch, invert_with
+from easyinv.inversion import FiniteWatch, invert_with
 from easyinv.metrics import to_uint8
-from easyinv.runner import Job, PhaseTimer, _build, _per_image
+from easyinv.records import flatten
+from easyinv.runner import Job, PhaseTimer, _build, _per_image, bind_denoisers
 from easyinv.validation import ConfigError
 
 __all__ = ["EditJob"]
@@ -48,7 +49,7 @@ class EditJob(Job):
         self.method_name = self.label
         self.protocol = f"{self.label}+{self.editor.source}+{self.editor.name}"
         self.label = self.protocol  # names the PNG folders and the report's rows
-        self.extra.update({f"edit.{k}": v for k, v in _flat_edit(cfg.edit).items()})
+        self.extra.update(flatten({"edit": OmegaConf.to_container(cfg.edit, resolve=True)}))
 
     def run(self) -> float | None:
         from easyinv.editing.metrics import EditMetrics
@@ -90,9 +91,7 @@ class EditJob(Job):
         with timer("encode"):
             z0 = model.encode(x, seeds)
         guidance = float(editor.invert_guidance)
-        den = Denoisers(lambda w, negative: model.denoiser(inv_prompts, w, negative_prompts=negative), inv_prompts,
-                        {"invert": guidance, "reconstruct": guidance},
-                        null_text=lambda: model.null_text_denoiser(inv_prompts))
+        den = bind_denoisers(model, inv_prompts, {"invert": guidance, "reconstruct": guidance})
         watch = FiniteWatch(B, z0.device)
         with timer("invert"):
             inversion = invert_with(self.method, den, z0, self.grid, seeds, watch=watch)
@@ -149,16 +148,6 @@ class EditJob(Job):
             edited = np.array(Image.fromarray(edited).resize(mask.shape[::-1], Image.Resampling.BICUBIC))
         return self.edit_metrics.measure(source, edited, mask, str(item.meta.get("source_prompt", "")),
                                          str(item.meta.get("target_prompt", "")))
-
-
-def _flat_edit(node: DictConfig) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    from easyinv.records import flatten
-
-    tree = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(tree, dict)
-    return flatten(tree)
 
 
 def _notes(note: dict[str, Any]) -> dict[str, Any]:

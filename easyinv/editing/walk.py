@@ -27,7 +27,7 @@ from torch import Tensor
 from easyinv.editing.attention import EditController, install
 from easyinv.editing.editor import SOURCE_POLICIES
 from easyinv.editing.layout import RowLayout
-from easyinv.inversion import Denoiser, Grid, ddim_step
+from easyinv.inversion import Denoiser, FiniteWatch, Grid, ddim_step
 from easyinv.models.conditioning import sdxl_time_ids, stack_conditioning
 
 __all__ = ["EditOutcome", "EditUNet", "edit", "to_uint8_truncated"]
@@ -61,6 +61,7 @@ class EditUNet(Denoiser):
         cond = [model.prompts(p) for p in source_prompts] + [model.prompts(p) for p in target_prompts]
         self._embeds, self._pooled = stack_conditioning(null + null + cond)
         self._null_steps = None if null_embeddings is None else null_embeddings.to(self.device, self.dtype)
+        self._time_ids: dict[tuple[int, int], Tensor] = {}
 
     def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
         raise TypeError("EditUNet evaluates both branches together: call guided(z_source, z_target, t, step)")
@@ -69,8 +70,9 @@ class EditUNet(Denoiser):
         if self._pooled is None:
             return None
         h, w = (s * self.vae_scale_factor for s in z.shape[-2:])
-        ids = torch.tensor(sdxl_time_ids(h, w), device=self.device, dtype=self.dtype)
-        return {"text_embeds": self._pooled, "time_ids": ids.expand(rows, -1)}
+        if (h, w) not in self._time_ids:  # built once: no host-to-device copy inside the step loop
+            self._time_ids[h, w] = torch.tensor(sdxl_time_ids(h, w), device=self.device, dtype=self.dtype)
+        return {"text_embeds": self._pooled, "time_ids": self._time_ids[h, w].expand(rows, -1)}
 
     def guided(self, z_source: Tensor, z_target: Tensor, t: int, step: int) -> tuple[Tensor, Tensor]:
         """Guided ε of the source and the target branch, each ``(B, C, h, w)`` in the latents' dtype."""
@@ -133,7 +135,7 @@ def edit(
         controller.begin(layout)
         z_src = z_tgt = trajectory[-1]
         path: list[Tensor] = []
-        bad = torch.full((B,), -1, dtype=torch.long)
+        watch = FiniteWatch(B, z_src.device)  # one reduction per step on the device, read back once
         for n, i in enumerate(reversed(range(grid.T))):
             controller.step = n
             if source == "ref_latents":
@@ -144,13 +146,13 @@ def edit(
             if offsets:
                 z_src = z_src + offsets[n]  # DirectInversion: before LocalBlend, as the reference does
             z_tgt = controller.after_step(z_src, z_tgt)
-            finite = (torch.isfinite(z_src).flatten(1).all(1) & torch.isfinite(z_tgt).flatten(1).all(1)).cpu()
-            bad = torch.where((bad < 0) & ~finite, torch.full_like(bad, n + 1), bad)
+            watch.see(z_src, n + 1)
+            watch.see(z_tgt, n + 1)
             if keep_source_path:
                 path.append(z_src)
     return EditOutcome(z_source=z_src, z_target=z_tgt, nfe_offsets=nfe_offsets,
                        nfe_edit=unet.nfe - nfe_start - nfe_offsets, unet_seconds=unet.seconds, source_path=path,
-                       first_nonfinite=bad.tolist())
+                       first_nonfinite=watch.steps())
 
 
 def _offsets(unet: EditUNet, controller: EditController, grid: Grid, trajectory: Sequence[Tensor],
