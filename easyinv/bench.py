@@ -226,8 +226,8 @@ def run_bench(
     run facts (device, versions, dtype, compile mode). ``table2`` adds EasyInv in the other Table-2 precision at the
     best batch size; ``renoise_split`` adds ReNoise without regularisation, to report that work's share.
     """
-    from easyinv.records import read_records
-    from easyinv.runner import Job
+    from easyinv.run.reconstruction import Job
+    from easyinv.run.records import read_records
 
     root = Path(__file__).resolve().parent.parent
     base = ["experiment=none", "metrics.lpips.random_trunk=true", f"paths.root={root}", "dataset=folder",

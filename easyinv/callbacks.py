@@ -27,7 +27,7 @@ class ReportCallback(Callback):
         self._report(Path(config.hydra.sweep.dir), config)
 
     def _report(self, root: Path, config: DictConfig) -> None:
-        from easyinv.shards import launch_state
+        from easyinv.run.shards import launch_state
 
         state = launch_state()
         if state is not None:
@@ -45,7 +45,7 @@ class ReportCallback(Callback):
             if key in files:
                 print(Path(files[key]).read_text())
         if config.get("figures_dir"):
-            from easyinv.paper_figures import write_paper_figures
+            from easyinv.report.paper_figures import write_paper_figures
 
             made = write_paper_figures([root], config.figures_dir)
             print(f"paper figures: {', '.join(sorted(k for k in made if k != 'figures_md'))} and "

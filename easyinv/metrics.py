@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from easyinv.records import file_sha256
+from easyinv.checksums import file_sha256
 
 __all__ = [
     "TRUNK_FILES",

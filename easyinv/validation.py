@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-GROUPS = ("model", "method", "precision", "dataset", "metrics", "experiment", "paths")
+GROUPS = ("model", "method", "precision", "dataset", "metrics", "experiment", "paths", "job")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp64": "float64"}
 

@@ -26,7 +26,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from easyinv.report import LOWER_IS_BETTER
+from easyinv.report.columns import LOWER_IS_BETTER
 from easyinv.validation import CONFIG_DIR
 
 EXPERIMENT = "tune_easyinv"
@@ -55,7 +55,7 @@ def best_trial(sweep_dir: Path) -> tuple[dict[str, Any], float]:
 
 def evaluate(overrides: Sequence[str], params: dict[str, Any]) -> tuple[float | None, int, DictConfig]:
     """One job on the eval split in this process; returns the mean objective, the number of images and the config."""
-    from easyinv.runner import Job  # torch and the models load only when there is something to evaluate
+    from easyinv.run.reconstruction import Job  # torch and the models load only when there is something to evaluate
 
     args = [f"experiment={EXPERIMENT}", *overrides, f"experiment_name={EXPERIMENT}_eval", "dataset.subset=eval",
             *(f"{k}={v}" for k, v in params.items())]

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid, StepContext, ddim_step
-from easyinv.runner import Job
+from easyinv.run.reconstruction import Job
 from easyinv.validation import CONFIG_DIR
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from easyinv.checksums import file_sha256
 from easyinv.editing.clip_score import ClipScorer, ClipWeightsMissingError
 from easyinv.editing.dino import (
     DINO_URL,
@@ -32,7 +33,6 @@ from easyinv.editing.dino import (
     tiny_dino_vit,
 )
 from easyinv.editing.metrics import CLEAN_KEYS, DEFAULTS, KEY_FAMILY, PNP_KEYS, EditMetrics, jpeg_roundtrip
-from easyinv.records import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 UNEDIT = ("psnr_unedit_part", "lpips_unedit_part", "mse_unedit_part", "ssim_unedit_part")

@@ -119,9 +119,9 @@ def _editing_demo_cfg(root, cache, *overrides):
 def test_editing_demo_end_to_end(tmp_path, tiny_model_cache):
     """One job of the editing demo on the generated mini PIE-Bench with tiny random DINO / CLIP (3 images, 5 steps):
     records with the protocol and the eight metrics, the editing table with † marks, the strip figure."""
-    from easyinv.editing.job import EditJob
-    from easyinv.records import read_records
     from easyinv.report import write_report
+    from easyinv.run.editing import EditJob
+    from easyinv.run.records import read_records
 
     cfg = _editing_demo_cfg(tmp_path, tiny_model_cache, "method=easyinv", "edit.source=direct_offsets",
                             "method.num_steps=5", "dataset.limit=3")
@@ -144,7 +144,7 @@ def test_editing_demo_end_to_end(tmp_path, tiny_model_cache):
 
 
 def test_editing_needs_an_sd_model_and_an_editing_dataset(tmp_path, tiny_model_cache):
-    from easyinv.editing.job import EditJob
+    from easyinv.run.editing import EditJob
     from easyinv.validation import ConfigError
 
     with pytest.raises(ConfigError, match="Stable Diffusion model"):
@@ -164,7 +164,7 @@ def test_editing_table_scales_excludes_nan_and_joins_the_published_rows():
     published row beside ours with the difference; † and no difference when a metric came from random weights."""
     import pandas as pd
 
-    from easyinv.editing.report import display, editing_table, load_paper_edits
+    from easyinv.report.editing_tables import display, editing_table, load_paper_edits
 
     rows = []
     for k, (structure, psnr_bg) in enumerate([(0.07, 17.0), (0.06, float("nan")), (0.08, 19.0)]):

@@ -17,7 +17,7 @@ from baselines.ddim import DDIM
 from baselines.edict import EDICT
 from easyinv.inversion import Denoiser, Denoisers, invert_with, reconstruct_with
 from easyinv.models.gaussian import GaussianModel
-from easyinv.records import read_records
+from easyinv.run.records import read_records
 
 EXACT = {"edict": EDICT(), "bdia": BDIA(), "bdia-0.94": BDIA(gamma=0.94), "belm": BELM()}
 

@@ -8,16 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from easyinv.figures import (
-    qualitative_grid,
-    recon_png_path,
-    ref_png_path,
-    safe_name,
-    save_png,
-    write_figures,
-)
-from easyinv.records import Record, RecordWriter, read_records
 from easyinv.report import write_report
+from easyinv.report.figures import qualitative_grid, write_figures
+from easyinv.run.files import recon_png_path, ref_png_path, safe_name, save_png
+from easyinv.run.records import Record, RecordWriter, read_records
 
 ITEMS = ("val2017/000000000139.jpg", "val2017/000000000285.jpg", "flat white")
 LABELS = ("ddim", "easyinv")
@@ -71,7 +65,7 @@ def test_figures_without_pngs_skip_only_the_image_grid(tmp_path, caplog):
     run = tmp_path / "run"
     _write_run(run, save_pngs=False)
     df = read_records(run)
-    with caplog.at_level(logging.INFO, logger="easyinv.figures"):
+    with caplog.at_level(logging.INFO, logger="easyinv.report.figures"):
         assert qualitative_grid(df, [run], tmp_path / "grid.png") is None
     assert "save_png=true" in caplog.text and not (tmp_path / "grid.png").exists()
     names = sorted(p.name for p in write_figures(df, [run], tmp_path / "figures"))

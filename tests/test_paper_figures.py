@@ -13,10 +13,10 @@ import torch
 from helpers import run_job
 from PIL import Image
 
-from easyinv.figures import latents_path, recon_png_path, step_png_path
 from easyinv.metrics import to_uint8
-from easyinv.paper_figures import write_paper_figures
 from easyinv.report import compare_tables
+from easyinv.report.paper_figures import write_paper_figures
+from easyinv.run.files import latents_path, recon_png_path, step_png_path
 from easyinv.validation import ConfigError
 
 # three probes: gradient (textured: Fig. 5), noise, white (large white areas: Figs 3-4)

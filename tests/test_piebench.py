@@ -9,7 +9,7 @@ from helpers import make_mini_piebench, run_job
 
 from easyinv.data.base import DatasetNotFoundError, SkipItem
 from easyinv.data.piebench import PieBenchDataset, decode_mask, strip_brackets
-from easyinv.records import read_records
+from easyinv.run.records import read_records
 
 
 def test_mask_decoding_follows_the_reference():

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from easyinv.records import (
+from easyinv.run.records import (
     RECORD_FIELDS,
     Record,
     RecordWriter,

@@ -11,9 +11,9 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
 from easyinv.metrics import ImageMetrics
-from easyinv.records import Record, RecordWriter, read_records
 from easyinv.report import DEFAULT_PAPER_DIR, load_paper, main, mean_ci, table1, table2, write_report
-from easyinv.sweeps import best_configs, sweep_table, swept_keys
+from easyinv.report.sweep_tables import best_configs, sweep_table, swept_keys
+from easyinv.run.records import Record, RecordWriter, read_records
 
 METHODS = ("vae_only", "ddim", "renoise", "fixed_point", "easyinv")
 PSNR = [28.0, 29.0, 30.0, 31.0, 32.0]  # per image, before the method/precision offset

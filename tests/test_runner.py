@@ -12,10 +12,11 @@ import pytest
 import torch
 from helpers import make_cfg, run_job
 
-import easyinv.runner as runner_module
-from easyinv.records import read_records
+import easyinv.run.reconstruction as runner_module
 from easyinv.report import write_report
-from easyinv.runner import Job, image_seed, method_label
+from easyinv.run.job_parts import image_seed, method_label
+from easyinv.run.reconstruction import Job
+from easyinv.run.records import read_records
 from easyinv.validation import ConfigError
 
 METHODS = ("ddim", "renoise", "fixed_point", "easyinv")
@@ -143,7 +144,7 @@ def test_batch_of_three_equals_three_single_runs(tmp_path):
 ])
 def test_invalid_configs_fail_before_any_model_loads(override, message, tmp_path, monkeypatch):
     loaded = []
-    monkeypatch.setattr(runner_module, "_build", _spy(runner_module._build, loaded))
+    monkeypatch.setattr(runner_module, "build", _spy(runner_module.build, loaded))
     with pytest.raises(ConfigError, match=message):
         Job(make_cfg(tmp_path, "model=sd14", "paths.models=/nonexistent", "method=easyinv", override), tmp_path)
     assert not any("load" in str(node) for node in loaded)

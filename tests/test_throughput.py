@@ -17,9 +17,9 @@ from helpers import make_cfg, run_job
 
 from easyinv.bench import NO_REG, device_slug, markdown, project, regularisation_share, summarize_bench
 from easyinv.data.samples import SAMPLES_DIR
-from easyinv.pipelining import BackgroundWriter, prefetch
-from easyinv.records import read_records
-from easyinv.runner import Job
+from easyinv.run.pipelining import BackgroundWriter, prefetch
+from easyinv.run.reconstruction import Job
+from easyinv.run.records import read_records
 from easyinv.validation import ConfigError
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
+from easyinv.checksums import file_sha256
 from easyinv.data.base import Dataset, DatasetNotFoundError, Item, SkipItem
 from easyinv.data.images import load_image
-from easyinv.records import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -59,6 +59,7 @@ from torch import Tensor
 from torchmetrics.functional import mean_squared_error
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from easyinv.checksums import file_sha256
 from easyinv.editing.clip_score import CLIP_REPO, ClipScorer, ClipWeightsMissingError
 from easyinv.editing.dino import (
     DINO_URL,
@@ -68,7 +69,6 @@ from easyinv.editing.dino import (
     tiny_dino_vit,
 )
 from easyinv.metrics import TRUNK_FILES, TRUNK_URL, LpipsTrunkMissingError, default_trunk_path, load_lpips
-from easyinv.records import file_sha256
 
 __all__ = ["CLEAN_KEYS", "DEFAULTS", "KEY_FAMILY", "PNP_KEYS", "EditMetrics", "jpeg_roundtrip"]
 

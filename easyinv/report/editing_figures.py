@@ -10,16 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from easyinv.figures import _find, _load, _new_figure, _save, recon_png_path, safe_name, saved_references
+from easyinv.report.plotting import first_file, load_png, new_figure, save_figure, saved_references
+from easyinv.run.files import edit_png_path, recon_png_path
 
-__all__ = ["edit_png_path", "edit_strip"]
+__all__ = ["edit_strip"]
 
 log = logging.getLogger(__name__)
-
-
-def edit_png_path(run_dir: str | Path, protocol: str, item_id: str) -> Path:
-    """Where the editing job saves the edited image of ``item_id`` under ``protocol``."""
-    return Path(run_dir) / "edit" / safe_name(protocol) / f"{safe_name(item_id)}.png"
 
 
 def edit_strip(df: pd.DataFrame, run_dirs: Sequence[str | Path], out_path: str | Path,
@@ -35,7 +31,7 @@ def edit_strip(df: pd.DataFrame, run_dirs: Sequence[str | Path], out_path: str |
         log.info("editing strip skipped: no saved source/edit PNGs (run with save_png=true)")
         return None
     ncols = 1 + 2 * len(protocols)
-    fig = _new_figure(1.6 * ncols + 0.4, 1.9 * len(sources) + 0.3)
+    fig = new_figure(1.6 * ncols + 0.4, 1.9 * len(sources) + 0.3)
     axes = fig.subplots(len(sources), ncols, squeeze=False)
     for r, (item, source) in enumerate(sources.items()):
         meta = rows[rows["item_id"] == item].iloc[0]
@@ -46,9 +42,9 @@ def edit_strip(df: pd.DataFrame, run_dirs: Sequence[str | Path], out_path: str |
         for p, protocol in enumerate(protocols):
             for k, (kind, path_of) in enumerate((("reconstruction", recon_png_path), ("edit", edit_png_path))):
                 ax = axes[r][1 + 2 * p + k]
-                found = _find(path_of(d, protocol, item) for d in dirs)
+                found = first_file(path_of(d, protocol, item) for d in dirs)
                 if found is not None:
-                    ax.imshow(_load(found))
+                    ax.imshow(load_png(found))
                 else:
                     ax.text(0.5, 0.5, "not saved\n(failed or\npng_limit)", ha="center", va="center", fontsize=6,
                             color="firebrick")
@@ -57,4 +53,4 @@ def edit_strip(df: pd.DataFrame, run_dirs: Sequence[str | Path], out_path: str |
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, Path(out_path))
+    return save_figure(fig, Path(out_path))

@@ -17,7 +17,10 @@ from typing import Any
 import pandas as pd
 
 from easyinv.data.piebench import EDIT_TYPES
-from easyinv.report import DEFAULT_PAPER_DIR, LATEX, MARKDOWN, _markdown, _num, _Style, mean_ci
+from easyinv.report.columns import DEFAULT_PAPER_DIR
+from easyinv.report.editing_figures import edit_strip
+from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, number
+from easyinv.report.summary import mean_ci
 
 __all__ = ["EDIT_COLUMNS", "editing_table", "is_editing", "load_paper_edits", "write_editing_report"]
 
@@ -94,11 +97,11 @@ def editing_table(df: pd.DataFrame, paper: pd.DataFrame | None = None, by_type: 
     return table
 
 
-def _cell(row: pd.Series, metric: str, style: _Style) -> str:
+def _cell(row: pd.Series, metric: str, style: Style) -> str:
     mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci95"]
-    text = _num(mean, 2, style)
+    text = number(mean, 2, style)
     if math.isfinite(mean) and math.isfinite(ci):
-        text += style.pm + _num(ci, 2, style)
+        text += style.pm + number(ci, 2, style)
     if math.isfinite(mean) and not row[f"{metric}_comparable"]:
         text += style.dagger
     return text
@@ -109,7 +112,7 @@ def _failures(row: pd.Series) -> str:
     return ", ".join(parts) or "0"
 
 
-def display(table: pd.DataFrame, style: _Style = MARKDOWN) -> pd.DataFrame:
+def display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
     """The printed form: protocol (and edit type), n, the eight metrics ± CI (Table 1's seven and the source
     image's CLIP score), reconstruction PSNR, NFE, time, failures; then the paper's values and ours − paper where a
     row matched."""
@@ -122,21 +125,21 @@ def display(table: pd.DataFrame, style: _Style = MARKDOWN) -> pd.DataFrame:
     cols["n"] = [str(int(v)) for v in table["n_ok"]]
     for metric, header, *_ in EDIT_COLUMNS:
         cols[style.escape(header)] = [_cell(r, metric, style) for _, r in table.iterrows()]
-    cols[style.escape("Recon PSNR ↑")] = [_num(v, 2, style) for v in table["psnr_mean"]]
-    cols["NFE"] = [_num(v, 0, style) for v in table["nfe_mean"]]
-    cols["Time/img (s)"] = [_num(v, 2, style) for v in table["time_s_mean"]]
+    cols[style.escape("Recon PSNR ↑")] = [number(v, 2, style) for v in table["psnr_mean"]]
+    cols["NFE"] = [number(v, 0, style) for v in table["nfe_mean"]]
+    cols["Time/img (s)"] = [number(v, 2, style) for v in table["time_s_mean"]]
     cols["Failures"] = [_failures(r) for _, r in table.iterrows()]
     matched = table["paper_source"].notna()
     published = [(m, h) for m, h, *_ in EDIT_COLUMNS if table[f"paper_{m}"].notna().any()]
     if matched.any():
         for metric, header in published:
             name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
-            cols[style.escape(f"Paper {name}")] = [_num(v, 2, style) for v in table[f"paper_{metric}"]]
+            cols[style.escape(f"Paper {name}")] = [number(v, 2, style) for v in table[f"paper_{metric}"]]
         for metric, header in published:
             name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
             diffs = [(r[f"{metric}_mean"] - r[f"paper_{metric}"]) if r[f"{metric}_comparable"] else math.nan
                      for _, r in table.iterrows()]
-            cols[style.escape(f"Δ {name}")] = [_num(v, 2, style, signed=True) for v in diffs]
+            cols[style.escape(f"Δ {name}")] = [number(v, 2, style, signed=True) for v in diffs]
     return pd.DataFrame(cols)
 
 
@@ -175,14 +178,12 @@ def write_editing_report(df: pd.DataFrame, out_dir: str | Path, paper_dir: str |
         table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         written[f"{name}_csv"] = out / f"{name}.csv"
         title = "PIE-Bench editing" + (" per edit type" if name.endswith("type") else "")
-        text = [f"## {title}", "", _markdown(display(table)), "", *[f"- {n}" for n in _notes(table, paper)], ""]
+        text = [f"## {title}", "", markdown_grid(display(table)), "", *[f"- {n}" for n in _notes(table, paper)], ""]
         (out / f"{name}.md").write_text("\n".join(text))
         written[f"{name}_md"] = out / f"{name}.md"
     (out / "editing.tex").write_text(display(overall, LATEX).to_latex(index=False, escape=False))
     written["editing_tex"] = out / "editing.tex"
     if figures:
-        from easyinv.editing.figures import edit_strip
-
         path = edit_strip(df, run_dirs, out / "figures" / "editing_strip.png")
         if path is not None:
             written["fig_editing_strip"] = path

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from easyinv.run.files import records_file_name
 from easyinv.validation import ConfigError, resolve_device
 
 __all__ = ["Shard", "launch_state", "resolve_shard", "shard_of"]
@@ -54,7 +55,7 @@ class Shard:
     @property
     def records_name(self) -> str:
         """``records.jsonl`` for a single writer, ``records.shard-<index>-of-<count>.jsonl`` for one of many."""
-        return "records.jsonl" if self.count == 1 else f"records.shard-{self.index}-of-{self.count}.jsonl"
+        return records_file_name(self.index, self.count)
 
     def describe(self) -> dict[str, Any]:
         return {"index": self.index, "count": self.count, "device": str(self.device), "main": self.main}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,10 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from easyinv.figures import _find, _load, _new_figure, _save, recon_png_path, ref_png_path, safe_name
-from easyinv.records import read_records
-from easyinv.report import PAPER_ORDER
+from easyinv.report.columns import PAPER_ORDER
+from easyinv.report.plotting import first_file, load_png, new_figure, save_figure
+from easyinv.run.files import recon_png_path, ref_png_path, safe_name, saved_steps
+from easyinv.run.records import read_records
 
 __all__ = ["WHITE_FRACTION", "white_fraction", "write_paper_figures"]
 
@@ -114,13 +114,13 @@ def _image(rows: pd.DataFrame, dirs: list[Path], label: str, item: str) -> tuple
     row = match.iloc[-1] if len(match) else None
     own = [Path(d) for d in match["run_dir"].dropna().unique()]
     raw = str(row["method_label"]) if row is not None and pd.notna(row["method_label"]) else label
-    found = _find(recon_png_path(d, raw, item) for d in [*own, *dirs])
-    return (_load(found) if found is not None else None), row
+    found = first_file(recon_png_path(d, raw, item) for d in [*own, *dirs])
+    return (load_png(found) if found is not None else None), row
 
 
 def _reference(dirs: list[Path], item: str) -> np.ndarray | None:
-    found = _find(ref_png_path(d, item) for d in dirs)
-    return _load(found) if found is not None else None
+    found = first_file(ref_png_path(d, item) for d in dirs)
+    return load_png(found) if found is not None else None
 
 
 def _failure_kind(row: pd.Series) -> str | None:
@@ -167,7 +167,7 @@ def _grid(rows: pd.DataFrame, dirs: list[Path], items: list[str], labels: list[s
           picture=None, caption=None) -> Path:
     """Rows = items, columns = reference + one tile per label; ``picture(label, item)`` overrides the image shown
     (e.g. a decoded midpoint) and ``caption(label)`` the tile's second title line."""
-    fig = _new_figure(1.6 * (1 + len(labels)) + 0.3, 1.9 * len(items) + 0.4)
+    fig = new_figure(1.6 * (1 + len(labels)) + 0.3, 1.9 * len(items) + 0.4)
     axes = fig.subplots(len(items), 1 + len(labels), squeeze=False)
     for r, item in enumerate(items):
         ref = _reference(dirs, item)
@@ -178,7 +178,7 @@ def _grid(rows: pd.DataFrame, dirs: list[Path], items: list[str], labels: list[s
                 image = picture(label, item)
             second = caption(label) if caption is not None else _psnr(row)
             _tile(axes[r][c], image, row, f"{_short(label)}\n{second}")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _count_text(counts: dict[str, dict[str, int]]) -> str:
@@ -202,7 +202,7 @@ def _failure_cases(df: pd.DataFrame, dirs: list[Path], out: Path) -> Figure:
         return spec
     spec.setting = _setting(rows)
     easy = next((lb for lb in labels if rows.loc[rows["label"] == lb, "method"].iloc[0] == "easyinv"), None)
-    fig = _new_figure(5.2, 1.9 * len(labels) + 0.4)
+    fig = new_figure(5.2, 1.9 * len(labels) + 0.4)
     axes = fig.subplots(len(labels), 3, squeeze=False)
     for r, label in enumerate(labels):
         own = rows[rows["label"] == label]
@@ -223,7 +223,7 @@ def _failure_cases(df: pd.DataFrame, dirs: list[Path], out: Path) -> Figure:
             _tile(axes[r][2], image, row, f"{_short(easy)}\n{_psnr(row)}")
         else:
             axes[r][2].set_axis_off()
-    spec.path = _save(fig, out)
+    spec.path = save_figure(fig, out)
     return spec
 
 
@@ -238,10 +238,8 @@ def _midpoints(df: pd.DataFrame, dirs: list[Path], out: Path, max_items: int = 4
         own = rows[rows["label"] == label]
         raw = str(own["method_label"].iloc[0])
         for run_dir in own["run_dir"].dropna().unique():
-            for png in (Path(run_dir) / "steps" / safe_name(raw)).glob("*.step*.png"):
-                match = re.fullmatch(r"(.+)\.step(\d+)\.png", png.name)
-                if match:
-                    found.setdefault((label, match.group(1)), {})[int(match.group(2))] = png
+            for item, steps in saved_steps(run_dir, raw).items():
+                found.setdefault((label, item), {}).update(steps)
     if not found:
         spec.notes.append("skipped: no stored trajectory latents (run with save_latents=[25], as experiment=figures "
                           "does)")
@@ -258,7 +256,7 @@ def _midpoints(df: pd.DataFrame, dirs: list[Path], out: Path, max_items: int = 4
 
     def picture(label: str, item: str) -> np.ndarray | None:
         path = found.get((label, safe_name(item)), {}).get(chosen.get(label, (-1, 0))[0])
-        return _load(path) if path is not None else None
+        return load_png(path) if path is not None else None
 
     spec.setting = _setting(rows)
     spec.path = _grid(rows, dirs, items, labels, out, picture,
@@ -324,7 +322,7 @@ def _easyinv_gallery(df: pd.DataFrame, dirs: list[Path], out: Path, max_items: i
     spec.setting = _setting(easy)
     ncols = min(4, len(items))
     nrows = math.ceil(len(items) / ncols)
-    fig = _new_figure(1.7 * ncols + 0.3, 3.6 * nrows + 0.3)
+    fig = new_figure(1.7 * ncols + 0.3, 3.6 * nrows + 0.3)
     axes = fig.subplots(2 * nrows, ncols, squeeze=False)
     for k, item in enumerate(items):
         r, c = 2 * (k // ncols), k % ncols
@@ -333,7 +331,7 @@ def _easyinv_gallery(df: pd.DataFrame, dirs: list[Path], out: Path, max_items: i
         _tile(axes[r + 1][c], image, row, f"{_short(label)}\n{_psnr(row)}")
     for ax in axes.ravel()[2 * len(items):]:
         ax.set_axis_off()
-    spec.path = _save(fig, out)
+    spec.path = save_figure(fig, out)
     return spec
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from easyinv.records import MANIFEST_FILE, RECORDS_GLOB, STATUSES, read_records, records_files
+from easyinv.run.files import MANIFEST_FILE, RECORDS_GLOB
+from easyinv.run.records import STATUSES, read_records, records_files
 
 __all__ = ["ConfigCompleteness", "check_runs", "format_check", "incomplete_note"]
 

@@ -26,6 +26,8 @@ from typing import IO, Any
 
 import pandas as pd
 
+from easyinv.run.files import MANIFEST_FILE, RECORDS_FILE, RECORDS_GLOB
+
 __all__ = [
     "RECORDS_FILE",
     "RECORDS_GLOB",
@@ -46,9 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RECORDS_FILE = "records.jsonl"
-RECORDS_GLOB = "records*.jsonl"  # one file per writer: records.jsonl, records.shard-<i>-of-<n>.jsonl
-MANIFEST_FILE = "run.json"
 STATUSES = ("ok", "skipped", "nonfinite", "error")
 
 # Parts of the resolved config that do not change a record's numbers (mirrors hydra's override_dirname exclusions):
@@ -61,6 +60,7 @@ HASH_EXCLUDE = (
     "model.compile", "model.channels_last", "precision.fallback", "metrics.lpips.trunk_path",
     "edit_metrics.dino.path", "edit_metrics.clip.path", "edit_metrics.lpips.trunk_path",
     "model.editing",  # editor defaults per model: an editing job's own config (edit.*) holds the values it used
+    "job",  # the job kind follows from the edit group (hashed), so it names no number of its own
 )
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "lpips", "torchmetrics", "hydra-core",
             "omegaconf", "numpy", "pandas")
@@ -366,15 +366,6 @@ def _without(tree: Mapping[str, Any], drop: set[tuple[str, ...]], prefix: tuple[
 # --------------------------------------------------------------------------------------------------------------------
 # Run manifest
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks: the identity of a COCO image, a manifest or an LPIPS trunk."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fp:
-        for block in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def environment_info(device: Any = None) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A key is "swept" when it takes several values within one dataset/model/method/precision (``method.eta`` …); list
 values such as ``method.interval`` also get numeric ``.start``/``.end`` columns so they can be heatmap axes.
-``easyinv.report.write_report`` writes these tables; ``easyinv.figures`` draws the heatmaps and curves.
+``easyinv.report.writer`` writes these tables; ``easyinv.report.sweep_figures`` draws the heatmaps and curves.
 """
 
 from __future__ import annotations
@@ -17,19 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from easyinv.report import (
-    CSV_COLUMNS,
-    DECIMALS,
-    HEADERS,
-    LOWER_IS_BETTER,
-    MARKDOWN,
-    QUALITY,
-    _cell,
-    _extra_columns,
-    _markdown,
-    _num,
-    summarize,
-)
+from easyinv.report.columns import DECIMALS, HEADERS, LOWER_IS_BETTER, QUALITY
+from easyinv.report.styles import MARKDOWN, markdown_grid, metric_cell, number
+from easyinv.report.summary import extra_columns, summarize
+from easyinv.report.tables import CSV_COLUMNS
 
 __all__ = [
     "LIST_PARTS",
@@ -47,7 +38,7 @@ __all__ = [
 def swept_keys(df: pd.DataFrame) -> list[str]:
     """Free record keys (e.g. ``method.eta``) taking more than one value within one dataset/model/method/precision."""
     keys = []
-    for col in _extra_columns(df):
+    for col in extra_columns(df):
         groups = df.groupby(["dataset", "model", "method", "precision"], dropna=False)
         if (groups[col].nunique(dropna=False) > 1).any():
             keys.append(col)
@@ -203,9 +194,9 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
     keys = sweep.attrs.get("keys", [])
     shown = {**{k: sweep[k].astype(str) for k in ["method", "precision", *keys]}, "n": sweep["n_ok"].astype(str)}
     for metric in (*QUALITY, "latent_mse", "time_s"):
-        shown[HEADERS.get(metric, metric)] = [_cell(r, metric, MARKDOWN) for _, r in sweep.iterrows()]
-    shown["NFE"] = [_num(v, 1, MARKDOWN) for v in sweep["nfe_mean"]]
-    lines = [f"## Sweep over {', '.join(keys)}", "", _markdown(pd.DataFrame(shown)), ""]
+        shown[HEADERS.get(metric, metric)] = [metric_cell(r, metric, MARKDOWN) for _, r in sweep.iterrows()]
+    shown["NFE"] = [number(v, 1, MARKDOWN) for v in sweep["nfe_mean"]]
+    lines = [f"## Sweep over {', '.join(keys)}", "", markdown_grid(pd.DataFrame(shown)), ""]
     several = len(sweep[list(SWEEP_CONTEXT)].drop_duplicates()) > 1
     best = best_configs(sweep, keys)
     if best:
@@ -215,7 +206,7 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
         where = ", ".join(f"{k}={v}" for k, v in entry["config"].items())
         if several:
             where += " (" + ", ".join(str(entry[k]) for k in ("method", "model", "precision")) + ")"
-        value = _num(entry["value"] if entry["value"] is not None else math.nan, DECIMALS[metric], MARKDOWN)
+        value = number(entry["value"] if entry["value"] is not None else math.nan, DECIMALS[metric], MARKDOWN)
         lines.append(f"- {HEADERS.get(metric, metric)}: {value} at {where}")
     return "\n".join(lines) + "\n"
 

@@ -1,6 +1,6 @@
 """One editing job: PIE-Bench items through encode → invert (any method) → edit walk → decode → editing metrics.
 
-It is the reconstruction :class:`~easyinv.runner.Job` with another per-batch computation: the same resuming,
+It is the reconstruction :class:`~easyinv.run.reconstruction.Job` with another per-batch computation: the same resuming,
 sharding, records, fp32 fallback, OOM halving and PNG writing apply. The config adds ``edit`` (the editor, its
 knobs and the source-branch policy) and ``edit_metrics``; a record is named by its protocol
 ``<inversion>+<policy>+<editor>`` (editing.md §6.2) and holds the source branch's reconstruction metrics
@@ -19,13 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from easyinv.data.base import Item
-from easyinv.editing.figures import edit_png_path
 from easyinv.editing.walk import EditUNet, edit, to_uint8_truncated
-from easyinv.figures import recon_png_path, ref_png_path, save_png
 from easyinv.inversion import FiniteWatch, invert_with
 from easyinv.metrics import to_uint8
-from easyinv.records import flatten
-from easyinv.runner import Job, PhaseTimer, _build, _per_image, bind_denoisers
+from easyinv.run.files import edit_png_path, recon_png_path, ref_png_path, save_png
+from easyinv.run.job_parts import PhaseTimer, bind_denoisers, build, per_image
+from easyinv.run.reconstruction import Job
+from easyinv.run.records import flatten
 from easyinv.validation import ConfigError
 
 __all__ = ["EditJob"]
@@ -39,7 +39,7 @@ class EditJob(Job):
 
     def __init__(self, cfg: DictConfig, run_dir: Path, overrides: Any = ()):
         super().__init__(cfg, run_dir, overrides)
-        self.editor = _build(cfg.edit)
+        self.editor = build(cfg.edit)
         if cfg.model.get("family") not in ("sd1", "sdxl"):
             raise ConfigError(f"edit={self.editor.name} needs a Stable Diffusion model (its attention is what the "
                               f"editors control), got model={cfg.model.name}")
@@ -112,7 +112,7 @@ class EditJob(Job):
         with timer("metrics"):
             recon_scores = self.metrics.measure(recon_u8, images)
             edit_scores = [self._edit_scores(item, edited) for item, edited in zip(items, edit_u8, strict=True)]
-        nfe_inv, nfe_off, nfe_edit = (_per_image(n, B) for n in (den.nfe("invert"), outcome.nfe_offsets,
+        nfe_inv, nfe_off, nfe_edit = (per_image(n, B) for n in (den.nfe("invert"), outcome.nfe_offsets,
                                                                     outcome.nfe_edit))
         unet_s = (den.seconds + outcome.unet_seconds) / B
         phases = {f"t_{k}": v / B for k, v in timer.seconds.items()}

@@ -3,35 +3,30 @@
 The job's directory is a function of the experiment and its overrides, so running the same command again finds
 its records and skips every (image, config) pair already recorded: a killed run loses at most the batch in flight.
 Bad items, non-finite latents and per-batch exceptions become records with a status, never a lost run. A job may
-be split into shards (``easyinv.shards``) that write their own records files into the same directory.
+be split into shards (``easyinv.run.shards``) that write their own records files into the same directory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from easyinv.data.base import Item, SkipItem
-from easyinv.figures import latents_path, recon_png_path, ref_png_path, save_png, step_png_path
-from easyinv.inversion import Denoisers, FiniteWatch, TrajectoryWatch, invert_with, reconstruct_with
+from easyinv.inversion import FiniteWatch, TrajectoryWatch, invert_with, reconstruct_with
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
 from easyinv.models.base import InversionModel, check_fast_paths
-from easyinv.pipelining import BackgroundWriter, prefetch
-from easyinv.records import (
+from easyinv.run.files import latents_path, recon_png_path, ref_png_path, save_png, step_png_path
+from easyinv.run.job_parts import PhaseTimer, bind_denoisers, build, image_seed, method_label, per_image
+from easyinv.run.pipelining import BackgroundWriter, prefetch
+from easyinv.run.records import (
     RecordWriter,
     config_hash,
     done_keys,
@@ -41,43 +36,10 @@ from easyinv.records import (
     records_files,
     write_run_manifest,
 )
-from easyinv.shards import resolve_shard
+from easyinv.run.shards import resolve_shard
 from easyinv.validation import ConfigError, check_run_config, parse_dtype
 
 log = logging.getLogger(__name__)
-
-def image_seed(run_seed: int, item_id: str) -> int:
-    """Per-image seed from the run seed and the image id: independent of order, batching and resuming."""
-    digest = hashlib.sha256(f"{run_seed}:{item_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-def method_label(name: str, overrides: Sequence[str]) -> str:
-    """``easyinv`` or, for a job with method overrides, ``easyinv[eta=0.3,k=2]`` (sweeps keep configs apart)."""
-    parts = []
-    for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if key.startswith("method.") or key.startswith("method/"):
-            parts.append(o.lstrip("+~").removeprefix("method.").removeprefix("method/"))
-    return f"{name}[{','.join(sorted(parts))}]" if parts else name
-
-
-def _build(node: DictConfig, **kwargs: Any) -> Any:
-    """``instantiate`` that surfaces our own one-line errors instead of Hydra's wrapper around them.
-
-    A ValueError from a constructor is a bad config value (its message names the key); a FileNotFoundError is a
-    missing model folder, dataset or LPIPS trunk (its message names the path and the fix).
-    """
-    try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, FileNotFoundError):
-            raise cause from None
-        if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(str(cause).splitlines()[0]) from cause
-        raise
-
 
 FALLBACKS = ("none", "fp32")
 FP32_PARTS = ("unet", "vae", "latent")
@@ -93,33 +55,13 @@ class LoadedBatch:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
-class PhaseTimer:
-    """Wall time per phase, CUDA-synchronised so asynchronous kernels are charged to the phase that queued them."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        self._sync()
-        start = time.perf_counter()
-        yield
-        self._sync()
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
 class Job:
     """Everything one job needs, built in the order that lets bad configs fail before weights load."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()):
         self.cfg = cfg
         self.run_dir = run_dir
-        self.method = _build(cfg.method)
+        self.method = build(cfg.method)
         blend = getattr(self.method, "blend", None)
         if blend is not None:  # a window that selects nothing at this T is a config error, not 2,298 error rows
             try:
@@ -131,7 +73,7 @@ class Job:
             check_fast_paths(str(cfg.model.get("compile", "none")), cfg.model.get("channels_last", False))
         except ValueError as e:
             raise ConfigError(str(e)) from e
-        self.dataset = _build(cfg.dataset)
+        self.dataset = build(cfg.dataset)
         self.label = method_label(str(cfg.method.name), overrides)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(resolved, dict)
@@ -221,7 +163,7 @@ class Job:
         """The configured model on this job's device, in the configured precision (parts overridden if asked)."""
         cfg = self.cfg
         precision = {**OmegaConf.to_container(cfg.precision, resolve=True), **(precision_override or {})}
-        return _build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution, precision=precision,
+        return build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution, precision=precision,
                       device=str(self.device))
 
     @torch.no_grad()
@@ -390,7 +332,7 @@ class Job:
         with timer("metrics"):
             scores = self.metrics.measure(rec_u8, images)
             mse = latent_mse(z_rec.float(), z0.float()).cpu()
-        nfe_inv, nfe_rec = _per_image(den.nfe("invert"), B), _per_image(den.nfe("reconstruct"), B)
+        nfe_inv, nfe_rec = per_image(den.nfe("invert"), B), per_image(den.nfe("reconstruct"), B)
         unet_s = den.seconds / B
         unet_calls = den.calls / B  # network invocations (a CFG call covers 2 NFE)
         backward = inversion.backward_passes.cpu() if inversion.backward_passes is not None else None
@@ -444,12 +386,6 @@ def _latent_steps(value: Any, num_steps: int) -> tuple[int, ...]:
     return tuple(sorted(set(steps)))
 
 
-def bind_denoisers(model: InversionModel, prompts: list[str], guidance: dict[str, float]) -> Denoisers:
-    """The model's denoisers for one batch's prompts at each phase's guidance (and null-text's, if the model has it)."""
-    return Denoisers(lambda w, negative: model.denoiser(prompts, w, negative_prompts=negative), prompts, guidance,
-                     null_text=lambda: model.null_text_denoiser(prompts))
-
-
 OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA's and the CPU allocator's words
 
 
@@ -458,11 +394,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES)
-
-
-def _per_image(counts: torch.Tensor, batch: int) -> torch.Tensor:
-    """NFE per image of a phase (zeros when the phase made no network call, e.g. the VAE-only ceiling)."""
-    return counts.cpu() if counts.numel() else torch.zeros(batch, dtype=torch.long)
 
 
 def first_failures(encoded: list[bool], invert_steps: list[int], reconstruct_steps: list[int],
@@ -485,15 +416,3 @@ REFERENCE_STD = 10.0
 def is_degenerate(rec_u8: np.ndarray, ref_u8: np.ndarray) -> bool:
     """Flat reconstruction of a textured reference (both uint8 ``(H, W, 3)``); metrics are still recorded."""
     return float(np.std(rec_u8)) < DEGENERATE_STD and float(np.std(ref_u8)) > REFERENCE_STD
-
-
-def run(cfg: DictConfig) -> float | None:
-    """Run one job in Hydra's output directory for this job; returns the objective for tuning sweeps."""
-    hc = HydraConfig.get()
-    job_class = Job
-    if cfg.get("edit") is not None:  # the edit group turns the job into an editing job (easyinv.editing.job)
-        from easyinv.editing.job import EditJob
-
-        job_class = EditJob
-    job = job_class(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
-    return job.run()

@@ -1,0 +1,39 @@
+"""The report layer: tables and figures as pure functions of runs' records and saved files.
+
+Modules, bottom to top (each imports only those below it):
+
+- ``columns``: metric names, headers, decimals, lower-is-better, the paper's row order, precision names;
+- ``styles``: how a cell is spelled in Markdown and LaTeX;
+- ``summary``: per-configuration means, CIs, counts, time and NFE (``summarize``, ``mean_ci``);
+- ``tables``: Table 1/2 beside the paper; ``sweep_tables`` and ``plotting`` (figure plumbing) above it;
+- ``figures``, ``sweep_figures``, ``paper_figures``, ``editing_figures``; then ``editing_tables``;
+- ``writer`` (``write_report``: every table and figure of a set of runs) and ``cli`` (``easyinv-report``).
+
+The names below are re-exported so that ``from easyinv.report import write_report`` (and the other names the
+single ``easyinv/report.py`` module used to hold) keep working.
+"""
+
+from easyinv.report.cli import main
+from easyinv.report.columns import DEFAULT_PAPER_DIR, LOWER_IS_BETTER, METRICS, PAPER_ORDER, QUALITY
+from easyinv.report.summary import mean_ci, summarize, with_labels
+from easyinv.report.tables import compare_tables, load_paper, markdown_table, table1, table2, write_table
+from easyinv.report.writer import write_report
+
+__all__ = [
+    "DEFAULT_PAPER_DIR",
+    "LOWER_IS_BETTER",
+    "METRICS",
+    "PAPER_ORDER",
+    "QUALITY",
+    "compare_tables",
+    "load_paper",
+    "main",
+    "markdown_table",
+    "mean_ci",
+    "summarize",
+    "table1",
+    "table2",
+    "with_labels",
+    "write_report",
+    "write_table",
+]

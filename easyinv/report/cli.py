@@ -1,0 +1,60 @@
+"""``easyinv-report RUN_DIR... [--out DIR] [--paper results/paper | none] [--no-figures] [--sweep]``: tables and
+figures from finished or interrupted runs; ``easyinv-report RUN_DIR... --check``: the completeness of sharded or
+interrupted runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from easyinv.report.columns import DEFAULT_PAPER_DIR
+from easyinv.report.writer import write_report
+from easyinv.run.completeness import check_runs, format_check
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``easyinv-report``: tables (and figures) from finished or interrupted runs."""
+    parser = argparse.ArgumentParser(
+        prog="easyinv-report", description="Tables and figures from the records of finished or interrupted runs.")
+    parser.add_argument("run_dirs", nargs="+", type=Path,
+                        help="run directories (searched for records*.jsonl, every shard's)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: FIRST_RUN_DIR/report)")
+    parser.add_argument("--paper", default=str(DEFAULT_PAPER_DIR), help="published numbers dir, or 'none'")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument("--sweep", action="store_true",
+                        help="require a sweep: write sweep.md/.csv, best_configs.json, heatmaps and curves, and fail "
+                             "if no configuration key varies (default: written whenever one varies)")
+    parser.add_argument("--items", nargs="+", default=None, metavar="ID",
+                        help="image ids for the qualitative grid (default: the first few with saved PNGs)")
+    parser.add_argument("--check", action="store_true",
+                        help="only check completeness: per configuration, the counts of ok/skipped/nonfinite/error/"
+                             "missing rows across every shard's records file against the item list in run.json; "
+                             "exit 1 when a row is missing or duplicated (or the item list is unknown)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.check:
+        try:
+            results = check_runs(args.run_dirs)
+        except FileNotFoundError as e:
+            raise SystemExit(f"easyinv-report: {e}") from None
+        print(format_check(results, args.run_dirs))
+        return 0 if results and all(r.complete for r in results) else 1
+    out = args.out or args.run_dirs[0] / "report"
+    paper = None if args.paper.lower() == "none" else args.paper
+    try:
+        written = write_report(args.run_dirs, out, paper_dir=paper, figures=not args.no_figures,
+                               sweep=True if args.sweep else None, items=args.items)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"easyinv-report: {e}") from None
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

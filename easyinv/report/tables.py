@@ -1,0 +1,262 @@
+"""EasyInv's Table 1 (methods) and Table 2 (precision) from records, beside the published numbers, as Markdown,
+LaTeX and CSV; and the comparison of a new ``table1.csv`` with a committed reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from easyinv.report.columns import (
+    CEILING,
+    DAGGER_NOTE,
+    DECIMALS,
+    HEADERS,
+    METRICS,
+    PAPER_ORDER,
+    PRECISION_ORDER,
+    norm_precision,
+)
+from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, metric_cell, number
+from easyinv.report.summary import summarize
+
+__all__ = [
+    "CSV_COLUMNS",
+    "PAPER_SETTINGS",
+    "compare_tables",
+    "load_paper",
+    "markdown_table",
+    "table1",
+    "table2",
+    "write_table",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _sort_key(method: Any, precision: Any) -> tuple[int, int]:
+    name = str(method)
+    rank = PAPER_ORDER.index(name) if name in PAPER_ORDER else (len(PAPER_ORDER) + (2 if name == CEILING else 1))
+    prec = norm_precision(precision)
+    return rank, PRECISION_ORDER.index(prec) if prec in PRECISION_ORDER else len(PRECISION_ORDER)
+
+
+def _ordered(summary: pd.DataFrame, precision_first: bool) -> pd.DataFrame:
+    ranks = [_sort_key(m, p) for m, p in zip(summary["method"], summary["precision"], strict=True)]
+    summary = summary.assign(_m=[r[0] for r in ranks], _p=[r[1] for r in ranks])
+    order = ["dataset", "model", "_p", "_m", "label"] if precision_first else ["dataset", "model", "_m", "label", "_p"]
+    summary = summary.sort_values([*order, "device"], kind="stable", na_position="last")
+    return summary.drop(columns=["_m", "_p"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tables
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_paper(paper_dir: str | Path | None) -> dict[str, pd.DataFrame]:
+    """``{"table1": ..., "table2": ...}`` from ``paper_dir`` (empty when it is None or lacks the files)."""
+    if paper_dir is None:
+        return {}
+    tables = {}
+    for name in ("table1", "table2"):
+        path = Path(paper_dir) / f"{name}.csv"
+        if path.is_file():
+            t = pd.read_csv(path)
+            t["method"] = t["method"].str.lower()
+            t["precision"] = t["precision"].map(norm_precision)
+            tables[name] = t
+        else:
+            log.info("no published numbers at %s", path)
+    return tables
+
+
+def _join_paper(summary: pd.DataFrame, paper: pd.DataFrame | None, on_precision: bool) -> pd.DataFrame:
+    """Published numbers beside ours, matched on ``method_label`` (lowercased), the paper's model [and precision].
+
+    Δ = ours − paper. Rows measured on another model (the Gaussian demo, SD-XL, tiny models) get no paper numbers:
+    a difference between unlike settings would read as a result; the notes list the published numbers instead.
+    """
+    out = summary.copy()
+    out.attrs["paper"] = paper
+    key = out["method_label"].astype(str).str.lower()
+    for col in ("lpips", "ssim", "psnr", "time_s"):
+        out[f"paper_{col}"] = math.nan
+    if paper is not None:
+        for i, name in key.items():
+            match = paper[paper["method"] == name]
+            if "model" in match.columns:
+                match = match[match["model"] == str(out.at[i, "model"])]
+            if on_precision:
+                match = match[match["precision"] == norm_precision(out.at[i, "precision"])]
+            if len(match):
+                for col in ("lpips", "ssim", "psnr", "time_s"):
+                    out.at[i, f"paper_{col}"] = float(match.iloc[0][col])
+    for col in ("lpips", "ssim", "psnr", "time_s"):
+        out[f"diff_{col}"] = out[f"{col}_mean"] - out[f"paper_{col}"]
+    out.loc[~out["lpips_comparable"], "diff_lpips"] = math.nan
+    return out
+
+
+def table1(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Table 1: one row per method configuration (dataset, model, label, precision, device), paper numbers beside."""
+    summary = _ordered(summarize(df), precision_first=True)
+    return _join_paper(summary, (paper or {}).get("table1"), on_precision=False)
+
+
+def table2(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame | None:
+    """Table 2: configurations measured in more than one precision, side by side; None when there are none."""
+    summary = summarize(df)
+    other = ["dataset", "model", "label", "device"]
+    counts = summary.groupby(other, dropna=False)["precision"].transform("nunique")
+    summary = summary[counts > 1]
+    if summary.empty:
+        return None
+    return _join_paper(_ordered(summary, precision_first=False), (paper or {}).get("table2"), on_precision=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Formatting
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _failures(row: pd.Series) -> str:
+    kinds = (("nonfinite", "nonfinite"), ("degenerate", "degenerate"), ("error", "error"), ("skipped", "skipped"),
+             ("retried", "ok after fp32 retry"))
+    parts = [f"{int(row[f'n_{k}'])} {text}" for k, text in kinds if row.get(f"n_{k}", 0)]
+    return ", ".join(parts) or "0"
+
+
+def _display(table: pd.DataFrame, style: Style) -> pd.DataFrame:
+    """The printed form: identity columns that vary, value ± CI cells, paper numbers and differences."""
+    cols: dict[str, list[str]] = {}
+    varying = [k for k in ("dataset", "model", "precision", "device") if table[k].nunique(dropna=False) > 1]
+    cols["Method"] = [style.escape(str(v)) for v in table["label"]]
+    for key in varying:
+        cols[key.capitalize()] = [style.escape(str(v)) for v in table[key]]
+    cols["n"] = [str(int(v)) for v in table["n_ok"]]
+    for metric in ("lpips", "ssim", "psnr", "time_s"):
+        cols[style.escape(HEADERS[metric])] = [metric_cell(r, metric, style) for _, r in table.iterrows()]
+    cols["NFE"] = [number(v, 1, style) for v in table["nfe_mean"]]
+    cols["ms/NFE"] = [number(v, 2, style) for v in table["ms_per_nfe"]]
+    cols[style.escape("non-UNet %")] = [number(100 * v, 1, style) for v in table["non_unet_share"]]
+    cols["Failures"] = [_failures(r) for _, r in table.iterrows()]
+    if table[[f"paper_{m}" for m in ("lpips", "ssim", "psnr", "time_s")]].notna().any().any():
+        for metric in ("lpips", "ssim", "psnr", "time_s"):
+            d = DECIMALS[metric] if metric != "time_s" else 0
+            cols[f"Paper {metric.upper() if metric != 'time_s' else 'time (s)'}"] = [
+                number(v, d, style) for v in table[f"paper_{metric}"]]
+        for metric in ("lpips", "ssim", "psnr", "time_s"):
+            name = {"time_s": "time"}.get(metric, metric.upper())
+            cols[style.escape(f"Δ {name}")] = [number(v, DECIMALS[metric], style, signed=True)
+                                               for v in table[f"diff_{metric}"]]
+    return pd.DataFrame(cols)
+
+
+def _caption(table: pd.DataFrame, title: str) -> list[str]:
+    fixed = [f"{k}: {table[k].iloc[0]}" for k in ("dataset", "model", "precision", "device")
+             if table[k].nunique(dropna=False) == 1 and pd.notna(table[k].iloc[0])]
+    return [title, "; ".join(fixed)]
+
+
+def _notes(table: pd.DataFrame, paper_setting: str) -> list[str]:
+    notes = ["Mean ± half width of the t-based 95 % CI over images; PSNR averaged per image. Time: mean recorded "
+             "t_total per image over ok images, warm-up excluded. ms/NFE: UNet time per NFE. non-UNet %: share of "
+             "invert + reconstruct time outside UNet calls. Failures: images without metrics, by status (nonfinite, "
+             "error, skipped), ok images flagged degenerate (flat reconstruction of a textured image), and ok images "
+             "that needed the fp32 retry."]
+    paper = table.attrs.get("paper")
+    if table[[c for c in table.columns if c.startswith("paper_")]].notna().any().any():
+        notes.append(f"Paper: {paper_setting}. Δ = ours − paper.")
+    elif paper is not None and len(paper):
+        published = "; ".join(
+            f"{r.label}{f' ({r.precision})' if 'precision' in paper.columns else ''}: LPIPS {r.lpips:.3f}, "
+            f"SSIM {r.ssim:.3f}, PSNR {r.psnr:.3f}, {r.time_s:g} s" for r in paper.itertuples())
+        notes.append(f"No row was measured in the paper's setting ({paper_setting}), so no paper columns; "
+                     f"published: {published}.")
+    if (table["lpips_mean"].notna() & ~table["lpips_comparable"]).any():
+        notes.append(f"† {DAGGER_NOTE}")
+    return notes
+
+
+PAPER_SETTINGS = {
+    "table1": "EasyInv (arXiv 2408.05159v1) Table 1, SD-1.4, fp16, 2,298 COCO images, RTX 3090",
+    "table2": "EasyInv (arXiv 2408.05159v1) Table 2, EasyInv on SD-1.4 in fp32 and fp16",
+}
+CSV_COLUMNS = (
+    "dataset", "model", "method", "method_label", "label", "precision", "device", "config_hash", "n_images", "n_ok",
+    "n_skipped", "n_nonfinite", "n_error", "n_degenerate", "n_retried",
+    *[f"{m}_{s}" for m in METRICS for s in ("mean", "ci95", "n")],
+    "lpips_comparable", "time_s_mean", "time_s_ci95", "time_s_n", "nfe_mean", "ms_per_nfe", "non_unet_share",
+    *[f"{kind}_{m}" for kind in ("paper", "diff") for m in ("lpips", "ssim", "psnr", "time_s")],
+)
+
+
+_TITLES = {"table1": "Table 1: inversion methods", "table2": "Table 2: precision"}
+
+
+def markdown_table(table: pd.DataFrame, name: str = "table1") -> str:
+    """The Markdown text of ``<name>.md`` for a table1/table2 frame (caption, table, notes): notebooks show it."""
+    caption = _caption(table, _TITLES.get(name, name))
+    notes = _notes(table, PAPER_SETTINGS.get(name, "published numbers"))
+    warning = table.attrs.get("incomplete")
+    md = [f"## {caption[0]}", "", caption[1], "", *([f"**{warning}**", ""] if warning else []),
+          markdown_grid(_display(table, MARKDOWN)), ""]
+    md += [f"{n}  " if i < len(notes) - 1 else n for i, n in enumerate(notes)]
+    return "\n".join(md) + "\n"
+
+
+def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str, Path]:
+    """``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (all columns, 6 decimals) for a table1/table2 frame."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title, setting = _TITLES.get(name, name), PAPER_SETTINGS.get(name, "published numbers")
+    caption, notes = _caption(table, title), _notes(table, setting)
+    paths = {"md": out_dir / f"{name}.md", "tex": out_dir / f"{name}.tex", "csv": out_dir / f"{name}.csv"}
+    paths["md"].write_text(markdown_table(table, name), encoding="utf-8")
+    shown = _display(table, LATEX)
+    latex = shown.to_latex(index=False, escape=False, column_format="l" + "r" * (shown.shape[1] - 1))
+    warning = [table.attrs["incomplete"]] if table.attrs.get("incomplete") else []
+    visible_notes = " ".join(LATEX.escape(n) for n in [*warning, *notes])
+    tex = [f"% {caption[0]}; {caption[1]}", latex.rstrip(), rf"\par{{\footnotesize {visible_notes}}}"]
+    paths["tex"].write_text("\n".join(tex) + "\n", encoding="utf-8")
+    csv = table[[c for c in CSV_COLUMNS if c in table.columns]]
+    csv.to_csv(paths["csv"], index=False, float_format="%.6f", lineterminator="\n")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Comparing with a committed reference table
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+ROW_KEYS = ("dataset", "model", "label", "precision")
+COMPARED = {"n_ok": 0, "nfe_mean": 1, "lpips_mean": DECIMALS["lpips"], "ssim_mean": DECIMALS["ssim"],
+            "psnr_mean": DECIMALS["psnr"]}
+
+
+def compare_tables(new_csv: str | Path, reference_csv: str | Path) -> list[str]:
+    """Differences between two ``table1.csv`` in the columns that must not move — n, NFE and the quality means as
+    the table prints them (LPIPS, SSIM, PSNR to 3 decimals) — row by row; timing is left out. [] = they match."""
+    new, ref = pd.read_csv(new_csv), pd.read_csv(reference_csv)
+    key = lambda df: df[list(ROW_KEYS)].astype(str).agg(" / ".join, axis=1)  # noqa: E731
+    new.index, ref.index = key(new), key(ref)
+    diffs = [f"{row}: missing from the new table" for row in ref.index.difference(new.index)]
+    diffs += [f"{row}: not in the reference table" for row in new.index.difference(ref.index)]
+    for row in ref.index.intersection(new.index):
+        for column, decimals in COMPARED.items():
+            a, b = float(new.at[row, column]), float(ref.at[row, column])
+            same = (math.isnan(a) and math.isnan(b)) or a == b or round(a, decimals) == round(b, decimals)
+            if not same:
+                diffs.append(f"{row}: {column} {a:.{decimals}f} (reference {b:.{decimals}f})")
+    return diffs

@@ -1,0 +1,89 @@
+"""What every job kind is built from: config → object with one-line errors, per-image seeds and labels, phase
+timing, the model's denoisers bound to a batch, and NFE per image.
+
+The reconstruction job (``easyinv.run.reconstruction``) and the editing job (``easyinv.run.editing``) both use these;
+keeping them here, below both, is what lets a job kind be added without touching another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from easyinv.inversion import Denoisers
+from easyinv.models.base import InversionModel
+from easyinv.validation import ConfigError
+
+__all__ = ["PhaseTimer", "bind_denoisers", "build", "image_seed", "method_label", "per_image"]
+
+
+def image_seed(run_seed: int, item_id: str) -> int:
+    """Per-image seed from the run seed and the image id: independent of order, batching and resuming."""
+    digest = hashlib.sha256(f"{run_seed}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def method_label(name: str, overrides: Sequence[str]) -> str:
+    """``easyinv`` or, for a job with method overrides, ``easyinv[eta=0.3,k=2]`` (sweeps keep configs apart)."""
+    parts = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key.startswith("method.") or key.startswith("method/"):
+            parts.append(o.lstrip("+~").removeprefix("method.").removeprefix("method/"))
+    return f"{name}[{','.join(sorted(parts))}]" if parts else name
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate`` that surfaces our own one-line errors instead of Hydra's wrapper around them.
+
+    A ValueError from a constructor is a bad config value (its message names the key); a FileNotFoundError is a
+    missing model folder, dataset or LPIPS trunk (its message names the path and the fix).
+    """
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, FileNotFoundError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(str(cause).splitlines()[0]) from cause
+        raise
+
+
+class PhaseTimer:
+    """Wall time per phase, CUDA-synchronised so asynchronous kernels are charged to the phase that queued them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def bind_denoisers(model: InversionModel, prompts: list[str], guidance: dict[str, float]) -> Denoisers:
+    """The model's denoisers for one batch's prompts at each phase's guidance (and null-text's, if the model has it)."""
+    return Denoisers(lambda w, negative: model.denoiser(prompts, w, negative_prompts=negative), prompts, guidance,
+                     null_text=lambda: model.null_text_denoiser(prompts))
+
+
+def per_image(counts: torch.Tensor, batch: int) -> torch.Tensor:
+    """NFE per image of a phase (zeros when the phase made no network call, e.g. the VAE-only ceiling)."""
+    return counts.cpu() if counts.numel() else torch.zeros(batch, dtype=torch.long)
