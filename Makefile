@@ -14,7 +14,7 @@ ARGS ?=
 # EXTRAS: dependency sets installed beside dev by `make setup`, e.g. EXTRAS=cluster (SLURM launcher) or cluster,tune
 EXTRAS ?=
 # GPUS: processes for the run targets. 1 runs the app directly; GPUS=N starts N processes with `accelerate launch`,
-# one per GPU of this machine, each computing one shard of every job (easyinv/shards.py).
+# one per GPU of this machine, each computing one shard of every job (easyinv/run/shards.py).
 GPUS ?= 1
 ifeq ($(strip $(GPUS)),1)
 RUN := $(BENCH)
@@ -86,8 +86,9 @@ test: setup  ## the default test suite (CPU, offline, no slow tests)
 test-slow: setup  ## only the slow tests
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-lint: setup  ## ruff
+lint: setup  ## ruff, and the layer contracts of pyproject.toml (import-linter)
 	$(VENV)/bin/ruff check easyinv baselines scripts tests
+	$(VENV)/bin/lint-imports pyproject.toml --no-cache --no-logo
 
 format: setup
 	$(VENV)/bin/ruff format easyinv baselines scripts tests
