@@ -19,9 +19,10 @@ import torch
 from helpers import run_job
 
 from easyinv.models.gaussian import GaussianDenoiser, GaussianModel
-from easyinv.records import read_records
 from easyinv.report import summarize, table1, write_report
-from easyinv.runner import image_seed, is_degenerate, is_out_of_memory
+from easyinv.run.job_parts import image_seed
+from easyinv.run.reconstruction import is_degenerate, is_out_of_memory
+from easyinv.run.records import read_records
 
 GAUSS = ("model=gaussian", "model.error=0.05", "dataset.limit=3")
 QUALITY = ["item_id", "status", "psnr", "ssim", "lpips", "latent_mse", "nfe", "nfe_invert", "nfe_reconstruct"]
@@ -113,7 +114,7 @@ def test_an_image_that_fails_in_fp32_too_is_recorded_once_and_not_retried_foreve
 def test_fallback_is_validated_and_out_of_the_config_hash(tmp_path):
     from helpers import make_cfg
 
-    from easyinv.runner import Job
+    from easyinv.run.reconstruction import Job
     from easyinv.validation import ConfigError
 
     with pytest.raises(ConfigError, match="precision.fallback"):
@@ -207,6 +208,7 @@ def _lines(path: Path) -> tuple[int, bool]:
     return data.count(b"\n"), bool(data) and not data.endswith(b"\n")
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_sigkill_at_many_moments_loses_and_duplicates_nothing(tmp_path):
     expected = read_records(run_job(tmp_path / "ref", *KILL_ARGS))  # uninterrupted, in this process (one thread)
     assert len(expected) == 8

@@ -13,12 +13,12 @@ import pytest
 from helpers import make_cfg, run_job
 from hydra import compose, initialize_config_dir
 
-from easyinv.completeness import check_runs
-from easyinv.records import RecordsBusyError, RecordWriter, read_records
 from easyinv.report import main as report_main
 from easyinv.report import write_report
-from easyinv.runner import Job
-from easyinv.shards import Shard, resolve_shard, shard_of
+from easyinv.run.completeness import check_runs
+from easyinv.run.reconstruction import Job
+from easyinv.run.records import RecordsBusyError, RecordWriter, read_records
+from easyinv.run.shards import Shard, resolve_shard, shard_of
 from easyinv.validation import CONFIG_DIR, ConfigError
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -226,6 +226,7 @@ def test_accelerate_two_processes_equal_one_process_and_report_once(tmp_path):
     assert report_main([str(sweep), "--check"]) == 0
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_submitit_local_array_of_shards_completes_and_checks(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "easyinv", "-m", "hydra/launcher=local", "experiment=none", *GAUSS,

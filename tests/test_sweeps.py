@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from easyinv.figures import sweep_curves, sweep_heatmaps
-from easyinv.records import Record, RecordWriter, read_records
 from easyinv.report import main, write_report
-from easyinv.sweeps import sweep_axes, sweep_slice, sweep_table, swept_keys
+from easyinv.report.sweep_figures import sweep_curves, sweep_heatmaps
+from easyinv.report.sweep_tables import sweep_axes, sweep_slice, sweep_table, swept_keys
+from easyinv.run.records import Record, RecordWriter, read_records
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -148,6 +148,7 @@ def test_report_sweep_flag_needs_a_varying_key(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_optuna_tunes_on_one_split_and_scores_on_the_other(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     args = ["hydra.sweeper.n_trials=2", "dataset.limit=2", f"paths.root={tmp_path}", "metrics.enabled=[psnr]"]
