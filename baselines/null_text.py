@@ -3,9 +3,10 @@
 Stage A: pivots z*_0 … z*_T by DDIM inversion with the conditional branch only (w = 1). Stage B, in sampling order
 i = 0 … T−1 (k = T−1−i): with the conditional prediction ε_c taken once, optimise the unconditional embedding u with
 Adam (lr 0.01·(1 − i/100), at most ``inner_steps`` = 10 steps) so that the guided DDIM step from z̄_{k+1} lands on the
-pivot z*_k (mean squared error); u is updated before the early-stop test loss < 1e-5 + 2e-5·i, carried over to the
-next step, and stored per step; then z̄_k is the guided step with the stored u_i. Reconstruction repeats those guided
-steps from z*_T with the stored embeddings.
+pivot z*_k (mean squared error); u is updated before the early-stop test loss < ε + 2e-5·i (ε = ``early_stop``,
+1e-5; the per-step increment is the official loop's fixed 2e-5, ``early_stop_slope``, not a multiple of ε), carried
+over to the next step, and stored per step; then z̄_k is the guided step with the stored u_i. Reconstruction repeats
+those guided steps from z*_T with the stored embeddings.
 
 Per row, in a batch: each image keeps its own Adam trajectory and stops on its own (Adam is elementwise; a stopped
 row is frozen). A row whose gradient is exactly zero (an embedding the model ignores) stops after one step: the
@@ -30,7 +31,11 @@ __all__ = ["NullText"]
 
 @dataclass(frozen=True)
 class NullText:
-    """NTI with the official constants (N = 10, lr 0.01·(1 − i/100), early stop 1e-5 + 2e-5·i, w = 7.5)."""
+    """NTI with the official constants (N = 10, lr 0.01·(1 − i/100), early stop 1e-5 + 2e-5·i, w = 7.5).
+
+    ``early_stop_slope`` is not in the method's YAML (so the config hash of a default run is what it always was):
+    ``+method.early_stop_slope=...`` sets it.
+    """
 
     name: str = "null_text"
     num_steps: int = 50
@@ -38,6 +43,7 @@ class NullText:
     inner_steps: int = 10
     lr: float = 0.01
     early_stop: float = 1e-5
+    early_stop_slope: float = 2e-5  # prompt-to-prompt's NullInversion: loss < epsilon + 2e-5 * i
     blend: None = None
 
     def __post_init__(self) -> None:
@@ -47,8 +53,9 @@ class NullText:
                              f"{self.guidance}")
         if isinstance(self.inner_steps, bool) or int(self.inner_steps) < 1:
             raise ValueError(f"method.inner_steps must be an integer >= 1, got {self.inner_steps}")
-        if not float(self.lr) > 0 or not float(self.early_stop) >= 0:
-            raise ValueError(f"method.lr must be > 0 and method.early_stop >= 0, got {self.lr}, {self.early_stop}")
+        if not float(self.lr) > 0 or not float(self.early_stop) >= 0 or not float(self.early_stop_slope) >= 0:
+            raise ValueError(f"method.lr must be > 0, method.early_stop and method.early_stop_slope >= 0, got "
+                             f"{self.lr}, {self.early_stop}, {self.early_stop_slope}")
         check_no_blend(self.name, self.blend)
 
     def invert(
@@ -80,7 +87,7 @@ class NullText:
             e_c = eps(z_bar, t)  # the conditional prediction, once per timestep
         u = u.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([u], lr=float(self.lr) * (1 - i / 100))
-        threshold = float(self.early_stop) + 2 * float(self.early_stop) * i
+        threshold = float(self.early_stop) + float(self.early_stop_slope) * i
         active = torch.ones(b, dtype=torch.bool)
         steps = torch.zeros(b, dtype=torch.long)
         for _ in range(int(self.inner_steps)):

@@ -11,9 +11,9 @@ from torch import Tensor
 
 from baselines.ddim import DDIM
 from baselines.null_text import NullText
-from easyinv.inversion import Denoiser, Denoisers, NullTextDenoiser, invert_with, reconstruct_with
+from easyinv.inversion import Denoiser, Denoisers, NullTextDenoiser, ddim_step, invert, invert_with, reconstruct_with
 from easyinv.models.gaussian import GaussianModel
-from easyinv.records import read_records
+from easyinv.run.records import read_records
 
 
 class ConditionalGaussian:
@@ -127,11 +127,58 @@ def test_nti_batch_equals_single_runs():
         assert torch.allclose(one.state["null_embeddings"], batch.state["null_embeddings"][b : b + 1], atol=1e-6)
 
 
+def _official_loop_steps(toy: ConditionalGaussian, z0: Tensor, grid, w: float, inner: int, lr: float,
+                         epsilon: float) -> int:
+    """Adam steps of prompt-to-prompt's ``NullInversion.null_optimization``, written out for one image: per step i
+    a fresh Adam at lr·(1 − i/100), at most ``inner`` updates, each followed by the test loss < epsilon + 2e-5·i."""
+    pivots = invert(DDIM(num_steps=grid.T), GuidedToy(toy, 1, 1.0), z0, grid, [0]).trajectory
+    null = torch.zeros(1, *toy.shift.shape, dtype=torch.float32)
+    z_bar, total = pivots[-1], 0
+    for i in range(grid.T):
+        k = grid.T - 1 - i
+        t, a_hi, a_lo = grid.timesteps[k], grid.alpha_tgt[k], grid.alpha_src[k]
+        null = null.clone().detach().requires_grad_(True)
+        optimizer = torch.optim.Adam([null], lr=lr * (1.0 - i / 100.0))
+        with torch.no_grad():
+            e_c = toy.eps(z_bar, t, toy.shift)
+        for _ in range(inner):
+            e_u = toy.eps(z_bar, t, null.to(z_bar.dtype))
+            latent_prev = ddim_step(z_bar, e_u + w * (e_c - e_u), a_hi, a_lo)
+            loss = torch.nn.functional.mse_loss(latent_prev.float(), pivots[k].float())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += 1
+            if loss.item() < epsilon + 2e-5 * i:
+                break
+        null = null.detach()
+        with torch.no_grad():
+            e_u = toy.eps(z_bar, t, null.to(z_bar.dtype))
+            z_bar = ddim_step(z_bar, e_u + w * (e_c - e_u), a_hi, a_lo)
+    return total
+
+
+@pytest.mark.parametrize("early_stop", [1e-4, 1e-3])
+def test_early_stop_follows_the_official_rule_at_a_non_default_epsilon(early_stop):
+    """loss < ε + 2e-5·i, not ε + 2ε·i: the two agree only at the default ε = 1e-5."""
+    model, toy = _toy_setup(1)
+    z0 = _latents(1).double()
+    grid = model.grid(20)
+    official = _official_loop_steps(toy, z0, grid, 7.5, 10, 0.01, early_stop)
+    ours, _ = _run(NullText(num_steps=20, early_stop=early_stop), _toy_den(toy, 1, 7.5), z0, grid)
+    assert int(ours.backward_passes) == official
+    scaled, _ = _run(NullText(num_steps=20, early_stop=early_stop, early_stop_slope=2 * early_stop),
+                     _toy_den(toy, 1, 7.5), z0, grid)
+    assert int(scaled.backward_passes) != official  # the old rule (slope 2ε) stops elsewhere: the test can tell
+
+
 def test_invalid_null_text_settings_are_rejected():
     with pytest.raises(ValueError, match="method.guidance"):
         NullText(guidance=1.0)
     with pytest.raises(ValueError, match="method.inner_steps"):
         NullText(inner_steps=0)
+    with pytest.raises(ValueError, match="method.early_stop_slope"):
+        NullText(early_stop_slope=-1e-5)
 
 
 @pytest.mark.parametrize("model", ["tiny-sd", "tiny-sdxl"])
