@@ -37,7 +37,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo demo-reference demo-zoo reproduce-figures figures-demo editing-demo reproduce-piebench reproduce-table1-captions test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
+.PHONY: help setup demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo reproduce-piebench reproduce-table1-captions test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
@@ -61,6 +61,9 @@ demo-reference: setup  ## rewrite the committed reference results/demo/ from the
 
 demo-zoo: setup  ## all ten methods on the Gaussian model with an imprecise ε, CPU → results/demo_zoo/
 	$(RUN) experiment=demo_zoo $(ARGS)
+
+demo-flow: setup  ## every flow-applicable method on the closed-form Gaussian flow model, T = 28, CPU → results/demo_flow/
+	$(RUN) experiment=demo_flow $(ARGS)
 
 editing-demo: setup  ## editing benchmark offline: mini PIE-Bench, tiny-sd, {DDIM,EasyInv}×{free,direct_offsets}×{P2P,MasaCtrl} → results/editing_demo/
 	$(RUN) experiment=editing_demo $(ARGS)

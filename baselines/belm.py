@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -42,6 +43,12 @@ def belm_coefficients(levels: tuple[float, ...]) -> tuple[tuple[float, float, fl
 @dataclass(frozen=True)
 class BELM:
     """Exact inversion by O-BELM's optimal two-step coefficients; no hyperparameter."""
+
+    # read by the job before any weight loads (easyinv.run.job_parts.check_method_on_model)
+    unsupported_paths: ClassVar[dict[str, str]] = {
+        "flow": "its coefficients are written in rho = sigma/alpha, which is infinite at the flow path's noise end "
+                "(sigma = 1, alpha = 0)",
+    }
 
     name: str = "belm"
     num_steps: int = 50

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +162,12 @@ class ReNoise:
 
     NFE per image at T = 50: 50 × (K + 1) estimates + one reference row at each regularised step (13 at K = 1).
     """
+
+    # read by the job before any weight loads (easyinv.run.job_parts.check_method_on_model)
+    unsupported_paths: ClassVar[dict[str, str]] = {
+        "flow": "its first-step window is given in SD timesteps and its noise regularisation acts on epsilon "
+                "predictions; no flow version of ReNoise is defined",
+    }
 
     name: str = "renoise"
     num_steps: int = 50

@@ -1,7 +1,13 @@
-"""The shared DDIM core: timestep grid, the eta=0 DDIM step, the denoiser contract and the inversion walk.
+"""The shared core: noise levels and their grid, the first-order step, the denoiser contract and the inversion walk.
 
-Every method (DDIM, EasyInv, ReNoise, fixed-point) is written against this module only, so the same code runs on
-SD-1.x, SD-XL and the closed-form Gaussian model. It imports nothing but torch.
+Every method (DDIM, EasyInv, ReNoise, fixed-point, …) is written against this module only, so the same code runs on
+SD-1.x, SD-XL, the closed-form Gaussian models and flow-matching models. It imports nothing but torch.
+
+One update for every Gaussian path z = α·x₀ + σ·ε: the network's output is turned into (x̂₀, ε̂) at the latent's own
+level and the step to the next level is z' = α'·x̂₀ + σ'·ε̂ (:func:`ddim_step`). On the variance-preserving path
+(α = √ᾱ, σ = √(1−ᾱ), ε-prediction) that is DDIM with η = 0; on the rectified-flow path (α = 1 − σ, velocity
+v = ε − x₀) it is exactly the Euler step z + (σ' − σ)·v. A VP level is written as its ᾱ (a float), a level of any
+other path as a :class:`Level`.
 
 Conventions (algorithms.md §1): inversion step ``i`` moves the latent from the *source* level
 ``s = t_i - Δ`` to the *target* level ``t_i``; the noise is predicted at the target timestep ``t_i`` on the source
@@ -28,6 +34,7 @@ __all__ = [
     "FiniteWatch",
     "Grid",
     "Inversion",
+    "Level",
     "Method",
     "NullTextDenoiser",
     "StepContext",
@@ -45,16 +52,54 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Grid:
-    """Timesteps in inversion order with the ᾱ of each step's source and target level.
+PREDICTIONS = ("epsilon", "v_prediction", "flow")
 
-    Every off-by-one decision of the sampler is made here, once (algorithms.md §1.2).
+
+@dataclass(frozen=True)
+class Level:
+    """A noise level of the Gaussian path z = α·x₀ + σ·ε, and what the network predicts there.
+
+    ``prediction``: ``epsilon`` (ε), ``v_prediction`` (v = α·ε − σ·x₀, VP models such as SD-2) or ``flow`` (the
+    rectified-flow velocity v = ε − x₀ on the path α = 1 − σ). :meth:`split` turns an output into (x̂₀, ε̂) at this
+    level, which must be the level of the latent it was predicted for or is stepped from.
     """
 
-    timesteps: tuple[int, ...]
-    alpha_src: tuple[float, ...]
-    alpha_tgt: tuple[float, ...]
+    alpha: float
+    sigma: float
+    prediction: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"Level.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+
+    @classmethod
+    def flow(cls, sigma: float) -> Level:
+        """The rectified-flow level σ: z = (1 − σ)·x₀ + σ·ε, velocity prediction."""
+        return cls(alpha=1.0 - float(sigma), sigma=float(sigma), prediction="flow")
+
+    def split(self, z: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+        """(x̂₀, ε̂) of ``z`` at this level from the network's output ``pred``."""
+        if self.prediction == "epsilon":
+            return (z - self.sigma * pred) / self.alpha, pred
+        if self.prediction == "v_prediction":  # α² + σ² = 1 on the VP path
+            return self.alpha * z - self.sigma * pred, self.sigma * z + self.alpha * pred
+        return z - self.sigma * pred, z + (1.0 - self.sigma) * pred  # flow: v = ε − x₀, z = x₀ + σ·v
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Network time inputs in inversion order with the source and target level of each step.
+
+    A level is ᾱ (a float) on the VP path, or a :class:`Level`. ``timesteps[i]`` is the network's time input at step
+    ``i``'s target level (an integer timestep for SD, a float for flow models: σ or 1000·σ as the network wants);
+    ``time0`` is the input at the first source level. Every off-by-one decision of the sampler is made here, once
+    (algorithms.md §1.2).
+    """
+
+    timesteps: tuple[int | float, ...]
+    alpha_src: tuple[float | Level, ...]
+    alpha_tgt: tuple[float | Level, ...]
+    time0: int | float = 0
 
     def __post_init__(self) -> None:
         if not (len(self.timesteps) == len(self.alpha_src) == len(self.alpha_tgt)):
@@ -64,13 +109,35 @@ class Grid:
     def T(self) -> int:  # noqa: N802 - the paper's symbol
         return len(self.timesteps)
 
-    def levels(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
-        """ᾱ and UNet timestep of each noise level k = 0 … T, for methods that evaluate ε on a level's own latent at
-        its own timestep (BDIA, BELM; more-methods.md §0): a_0 = ᾱ_src[0], a_k = ᾱ_tgt[k−1]; τ_0 = 0, τ_k = t_{k−1}.
+    def levels(self) -> tuple[tuple[float | Level, ...], tuple[int | float, ...]]:
+        """Level and network time of each noise level k = 0 … T, for methods that evaluate ε on a level's own latent
+        at its own time (BDIA, BELM; more-methods.md §0): a_0 = ᾱ_src[0], a_k = ᾱ_tgt[k−1]; τ_0 = ``time0`` (0 for
+        SD), τ_k = t_{k−1}.
         """
         if not self.timesteps:
             return (), ()
-        return (self.alpha_src[0], *self.alpha_tgt), (0, *self.timesteps)
+        return (self.alpha_src[0], *self.alpha_tgt), (self.time0, *self.timesteps)
+
+    def source_time(self, i: int) -> int | float:
+        """The network time of step ``i``'s source level (the latent's own level in inversion)."""
+        return self.time0 if i == 0 else self.timesteps[i - 1]
+
+    @property
+    def is_flow(self) -> bool:
+        """The grid's levels are rectified-flow levels (the network predicts a velocity)."""
+        return bool(self.alpha_src) and isinstance(self.alpha_src[0], Level) and self.alpha_src[0].prediction == "flow"
+
+    @classmethod
+    def from_sigmas(cls, sigmas: Sequence[float], times: Sequence[float]) -> Grid:
+        """The rectified-flow grid over ascending noise levels σ_0 < … < σ_T (σ_0 = 0 is the data) with the network's
+        time input at each level; step ``i`` goes σ_i → σ_{i+1}. Inversion walks it upwards, sampling downwards."""
+        sig, ts = [float(s) for s in sigmas], [float(t) for t in times]
+        if len(sig) != len(ts) or not sig:
+            raise ValueError("Grid.from_sigmas: one time per level, at least one level")
+        if any(b <= a for a, b in zip(sig, sig[1:], strict=False)) or sig[0] < 0 or sig[-1] > 1:
+            raise ValueError(f"Grid.from_sigmas: levels must increase within [0, 1], got {sig}")
+        levels = [Level.flow(s) for s in sig]
+        return cls(timesteps=tuple(ts[1:]), alpha_src=tuple(levels[:-1]), alpha_tgt=tuple(levels[1:]), time0=ts[0])
 
     @classmethod
     def from_schedule(
@@ -103,15 +170,29 @@ class Grid:
         return cls(timesteps=tuple(ts), alpha_src=src, alpha_tgt=tgt)
 
 
-def ddim_step(z: Tensor, eps: Tensor, a_src: float, a_tgt: float) -> Tensor:
-    """DDIM with eta = 0 (Song et al. 2021, Eq. 12): move ``z`` from level ᾱ_src to ᾱ_tgt along ``eps``.
+def ddim_step(z: Tensor, eps: Tensor, a_src: float | Level, a_tgt: float | Level) -> Tensor:
+    """The first-order step: move ``z`` from its level ``a_src`` to ``a_tgt`` along the network output ``eps``.
 
-    Inversion calls it with (ᾱ_s, ᾱ_t), reconstruction with (ᾱ_t, ᾱ_s). Affine in ``eps`` (used by the fixed-point
-    and ReNoise averaging).
+    z' = α_t·x̂₀ + σ_t·ε̂ with (x̂₀, ε̂) from ``eps`` at ``z``'s own level. With ᾱ floats it is DDIM with η = 0 (Song et
+    al. 2021, Eq. 12), bit-identical to diffusers' DDIM schedulers; between two flow levels it is Euler,
+    z + (σ_t − σ_s)·v, the same number written as diffusers' ``FlowMatchEulerDiscreteScheduler`` computes it.
+    Inversion calls it with (source, target), reconstruction with (target, source). Affine in ``eps`` (used by the
+    fixed-point and ReNoise averaging).
     """
+    if isinstance(a_src, Level) or isinstance(a_tgt, Level):
+        src, tgt = _as_level(a_src), _as_level(a_tgt)
+        if src.prediction == tgt.prediction == "flow":
+            return z + (tgt.sigma - src.sigma) * eps
+        x0, noise = src.split(z, eps)
+        return tgt.alpha * x0 + tgt.sigma * noise
     sq_s, sq1_s, sq_t, sq1_t = _coefficients(a_src, a_tgt, z.dtype == torch.float64)
     x0 = (z - sq1_s * eps) / sq_s
     return sq_t * x0 + sq1_t * eps
+
+
+def _as_level(a: float | Level) -> Level:
+    """A level; ᾱ is the VP level (√ᾱ, √(1−ᾱ)) with ε-prediction."""
+    return a if isinstance(a, Level) else Level(alpha=float(a) ** 0.5, sigma=(1.0 - float(a)) ** 0.5)
 
 
 @lru_cache(maxsize=4096)
@@ -130,6 +211,11 @@ def _coefficients(a_src: float, a_tgt: float, double: bool) -> tuple[float, floa
 # --------------------------------------------------------------------------------------------------------------------
 # Denoiser contract
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def network_time(t: int | float) -> int | float:
+    """A grid's time input as the network takes it: integer timesteps stay integers (SD), float times stay floats."""
+    return t if isinstance(t, float) else int(t)
 
 
 class Denoiser(ABC):
@@ -166,7 +252,7 @@ class Denoiser(ABC):
             rows = torch.arange(self.batch_size)
         elif len(rows) != z.shape[0]:
             raise ValueError(f"rows has {len(rows)} entries for {z.shape[0]} latent rows")
-        return self._counted(lambda: self.predict(z, int(t), rows), rows, z.is_cuda)
+        return self._counted(lambda: self.predict(z, network_time(t), rows), rows, z.is_cuda)
 
     def _counted(self, call: Callable[[], tuple[Tensor, int | Tensor]], rows: Tensor, cuda: bool) -> Tensor:
         """Run one network call, adding its time and its NFE (an int, or one per row) to the counters."""
@@ -218,11 +304,11 @@ class NullTextDenoiser(Denoiser):
     def _both(self, z: Tensor, t: int, u: Tensor) -> tuple[Tensor, Tensor]: ...
 
     def uncond(self, z: Tensor, t: int, u: Tensor, rows: Tensor) -> Tensor:
-        return self._counted(lambda: (self._uncond(z, int(t), u, rows), 1), rows, z.is_cuda)
+        return self._counted(lambda: (self._uncond(z, network_time(t), u, rows), 1), rows, z.is_cuda)
 
     def guided(self, z: Tensor, t: int, u: Tensor, guidance_scale: float) -> Tensor:
         def call() -> tuple[Tensor, int]:
-            eps_c, eps_u = self._both(z, int(t), u)
+            eps_c, eps_u = self._both(z, network_time(t), u)
             return eps_u + guidance_scale * (eps_c - eps_u), 2
 
         return self._counted(call, torch.arange(self.batch_size), z.is_cuda)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
+from baselines.ddim import check_num_steps, check_time, query_time
 from easyinv.blend import Blend, check_blend_args
 from easyinv.inversion import Denoiser, Grid, StepContext, ddim_step
 
@@ -34,12 +34,14 @@ class EasyInv:
     k: int = 1
     steps: Sequence[int] | None = None
     variant: str = "released"
+    time: str = "target"  # DDIM's convention; "source" on a flow model is EasyInv over source-time Euler (ours)
     # Built from the fields above. Not an init argument, so ``method=easyinv +method/blend=easyinv`` fails at
     # instantiation instead of blending twice.
     blend: Blend | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))
+        check_time(self.time)
         eta, interval, k, steps, variant = check_blend_args(
             "method", self.eta, self.interval, self.k, self.steps, self.variant
         )
@@ -50,4 +52,4 @@ class EasyInv:
 
     def step(self, eps: Denoiser, z: Tensor, i: int, grid: Grid, ctx: StepContext) -> Tensor:
         """The DDIM step: ε on the query latent (unblended under ``released``), update from ``z`` (blended)."""
-        return ddim_step(z, eps(ctx.z_query, grid.timesteps[i]), grid.alpha_src[i], grid.alpha_tgt[i])
+        return ddim_step(z, eps(ctx.z_query, query_time(grid, i, self.time)), grid.alpha_src[i], grid.alpha_tgt[i])

@@ -20,6 +20,7 @@ VENV = Path(sys.executable).parent.parent
 # Small runs for the targets that take ARGS (anything else runs with none).
 SMALL_ARGS = {
     "demo-zoo": "dataset.limit=2",
+    "demo-flow": "dataset.limit=2",
     "editing-demo": "dataset.limit=1 method.num_steps=10",
     "figures-demo": "dataset.limit=3",
     "sweep-easyinv": "dataset.limit=1 method.eta=0.5 method.k=1",

@@ -69,7 +69,7 @@ class GaussianDenoiser(Denoiser):
         self.model = model
 
     def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
-        return self.model.eps(z, t), 1
+        return self.model.network(z, t), 1
 
 
 class GaussianNullText(NullTextDenoiser):
@@ -84,13 +84,13 @@ class GaussianNullText(NullTextDenoiser):
         return torch.zeros(self.batch_size, 1, device=self.model.device)
 
     def predict(self, z: Tensor, t: int, rows: Tensor) -> tuple[Tensor, int]:
-        return self.model.eps(z, t), 1
+        return self.model.network(z, t), 1
 
     def _uncond(self, z: Tensor, t: int, u: Tensor, rows: Tensor) -> Tensor:
-        return self.model.eps(z, t) + 0.0 * u.to(z.dtype).view(-1, 1, 1, 1)
+        return self.model.network(z, t) + 0.0 * u.to(z.dtype).view(-1, 1, 1, 1)
 
     def _both(self, z: Tensor, t: int, u: Tensor) -> tuple[Tensor, Tensor]:
-        eps = self.model.eps(z, t)
+        eps = self.model.network(z, t)
         return eps, eps
 
 
@@ -147,9 +147,12 @@ class GaussianModel(InversionModel):
         sigma: float = 0.5,
         fit_from: str | None = None,
         error: float = 0.0,
+        **extra: Any,
     ) -> GaussianModel:
-        """Runner factory (``model.load``): μ, σ given, or fitted from a folder (``samples``: the bundled images)."""
+        """Runner factory (``model.load``): μ, σ given, or fitted from a folder (``samples``: the bundled images);
+        ``extra`` keys go to the constructor (a subclass's own, e.g. the flow model's ``shift``)."""
         kwargs = {
+            **extra,
             "error": error,
             "name": name,
             "resolution": resolution,
@@ -211,6 +214,10 @@ class GaussianModel(InversionModel):
             gen = torch.Generator().manual_seed(PHASE_SEED)
             self._phases[shape] = 2.0 * math.pi * torch.rand(shape, generator=gen, dtype=torch.float64)
         return self._phases[shape].to(like.device, like.dtype)
+
+    def network(self, z: Tensor, t: int) -> Tensor:
+        """What the model's "network" returns at time input ``t``: here ε̂ (a subclass may predict otherwise)."""
+        return self.eps(z, t)
 
     def eps(self, z: Tensor, t: int) -> Tensor:
         """ε̂(z, t) ``(B, C, H, W)``: computed in the network dtype, returned in ``z``'s dtype."""

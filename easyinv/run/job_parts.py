@@ -22,7 +22,15 @@ from easyinv.inversion import Denoisers
 from easyinv.models.base import InversionModel
 from easyinv.validation import ConfigError
 
-__all__ = ["PhaseTimer", "bind_denoisers", "build", "image_seed", "method_label", "per_image"]
+__all__ = [
+    "PhaseTimer",
+    "bind_denoisers",
+    "build",
+    "check_method_on_model",
+    "image_seed",
+    "method_label",
+    "per_image",
+]
 
 
 def image_seed(run_seed: int, item_id: str) -> int:
@@ -87,3 +95,12 @@ def bind_denoisers(model: InversionModel, prompts: list[str], guidance: dict[str
 def per_image(counts: torch.Tensor, batch: int) -> torch.Tensor:
     """NFE per image of a phase (zeros when the phase made no network call, e.g. the VAE-only ceiling)."""
     return counts.cpu() if counts.numel() else torch.zeros(batch, dtype=torch.long)
+
+
+def check_method_on_model(method: Any, model_cfg: DictConfig) -> None:
+    """A method whose maths does not hold on the model's path (``model.path``: ``vp`` unless the model says
+    ``flow``) names the reason in one line, before any weight loads (its ``unsupported_paths``)."""
+    path = str(model_cfg.get("path", "vp"))
+    reason = getattr(method, "unsupported_paths", {}).get(path)
+    if reason:
+        raise ConfigError(f"method={method.name} does not run on model={model_cfg.name} ({path} path): {reason}")

@@ -24,7 +24,15 @@ from easyinv.inversion import FiniteWatch, TrajectoryWatch, invert_with, reconst
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
 from easyinv.models.base import InversionModel, check_fast_paths
 from easyinv.run.files import latents_path, recon_png_path, ref_png_path, save_png, step_png_path
-from easyinv.run.job_parts import PhaseTimer, bind_denoisers, build, image_seed, method_label, per_image
+from easyinv.run.job_parts import (
+    PhaseTimer,
+    bind_denoisers,
+    build,
+    check_method_on_model,
+    image_seed,
+    method_label,
+    per_image,
+)
 from easyinv.run.pipelining import BackgroundWriter, prefetch
 from easyinv.run.records import (
     RecordWriter,
@@ -69,6 +77,7 @@ class Job:
             except ValueError as e:
                 raise ConfigError(str(e)) from e
         check_run_config(cfg)
+        check_method_on_model(self.method, cfg.model)
         try:
             check_fast_paths(str(cfg.model.get("compile", "none")), cfg.model.get("channels_last", False))
         except ValueError as e:
