@@ -24,6 +24,8 @@ RUN := $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(GPUS) --num_m
 endif
 SD14 := $(MODEL_DIR)/stable-diffusion-v1-4
 SDXL := $(MODEL_DIR)/stable-diffusion-xl-base-1.0
+SD3 := $(MODEL_DIR)/stable-diffusion-3-medium-diffusers
+FLUX := $(MODEL_DIR)/FLUX.1-dev
 TABLE_RUNS = $(or $(RUNS),results/runs/table1)
 SWEEP_RUNS = $(or $(SWEEP),results/runs/sweep_easyinv)
 comma := ,
@@ -32,12 +34,14 @@ comma := ,
 need = @test -e "$(1)" || { echo "make $@: $(2)" >&2; exit 1; }
 NEED_SD14 = $(call need,$(SD14),no SD-1.4 weights at $(SD14): huggingface-cli download CompVis/stable-diffusion-v1-4 --local-dir $(SD14) (or MODEL_DIR=<folder holding it>))
 NEED_SDXL = $(call need,$(SDXL),no SD-XL weights at $(SDXL): huggingface-cli download stabilityai/stable-diffusion-xl-base-1.0 --local-dir $(SDXL) (or MODEL_DIR=<folder holding it>))
+NEED_SD3 = $(call need,$(SD3),no SD3-medium weights at $(SD3): huggingface-cli download stabilityai/stable-diffusion-3-medium-diffusers --local-dir $(SD3) (or MODEL_DIR=<folder holding it>))
+NEED_FLUX = $(call need,$(FLUX),no FLUX.1-dev weights at $(FLUX): huggingface-cli download black-forest-labs/FLUX.1-dev --local-dir $(FLUX) (or MODEL_DIR=<folder holding it>))
 NEED_COCO = $(call need,$(COCO_DIR)/annotations,no COCO-2017 at COCO_DIR=$(COCO_DIR): unpack annotations/$(comma) val2017/ and test2017/ there (README 'COCO-2017') or pass COCO_DIR=<folder>)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo reproduce-piebench reproduce-table1-captions test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
+.PHONY: help setup demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo reproduce-piebench reproduce-table1-captions reproduce-table-flow test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
@@ -62,7 +66,7 @@ demo-reference: setup  ## rewrite the committed reference results/demo/ from the
 demo-zoo: setup  ## all ten methods on the Gaussian model with an imprecise ε, CPU → results/demo_zoo/
 	$(RUN) experiment=demo_zoo $(ARGS)
 
-demo-flow: setup  ## every flow-applicable method on the closed-form Gaussian flow model, T = 28, CPU → results/demo_flow/
+demo-flow: setup  ## flow-model methods on the closed-form Gaussian flow model and tiny-flux, T = 28, CPU → results/demo_flow/
 	$(RUN) experiment=demo_flow $(ARGS)
 
 editing-demo: setup  ## editing benchmark offline: mini PIE-Bench, tiny-sd, {DDIM,EasyInv}×{free,direct_offsets}×{P2P,MasaCtrl} → results/editing_demo/
@@ -108,6 +112,12 @@ reproduce-table1-captions: setup  ## every method with COCO captions, pivots w=1
 	$(NEED_SD14)
 	$(NEED_COCO)
 	$(RUN) experiment=table1_captions paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
+
+reproduce-table-flow: setup  ## the Table-1 protocol on SD3-medium and FLUX.1-dev, bf16, T = 28 (MODEL_DIR=..., COCO_DIR=...) → results/table_flow/
+	$(NEED_SD3)
+	$(NEED_FLUX)
+	$(NEED_COCO)
+	$(RUN) experiment=table_flow paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
 
 reproduce-table2: setup  ## EasyInv Table 2 (fp16 vs fp32; GPUS=N) → results/table2/
 	$(NEED_SD14)

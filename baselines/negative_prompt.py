@@ -13,6 +13,7 @@ the source prompt as its negative prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -26,6 +27,9 @@ __all__ = ["NegativePrompt"]
 @dataclass(frozen=True)
 class NegativePrompt:
     """NPI: conditional DDIM pivots, reconstruction with the source prompt as negative prompt."""
+
+    # read by the job before any weight loads (easyinv.run.job_parts.check_method_on_model)
+    needs_cfg: ClassVar[str] = "it puts the prompt into the unconditional branch of classifier-free guidance"
 
     name: str = "negative_prompt"
     num_steps: int = 50

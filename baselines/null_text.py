@@ -18,6 +18,7 @@ NFE: T pivots + Σ_i (1 + n_i + 2) in inversion, 2T in reconstruction; ``backwar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -36,6 +37,9 @@ class NullText:
     ``early_stop_slope`` is not in the method's YAML (so the config hash of a default run is what it always was):
     ``+method.early_stop_slope=...`` sets it.
     """
+
+    # read by the job before any weight loads (easyinv.run.job_parts.check_method_on_model)
+    needs_cfg: ClassVar[str] = "it optimises the unconditional embedding of classifier-free guidance"
 
     name: str = "null_text"
     num_steps: int = 50

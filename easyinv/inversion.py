@@ -182,12 +182,19 @@ def ddim_step(z: Tensor, eps: Tensor, a_src: float | Level, a_tgt: float | Level
     if isinstance(a_src, Level) or isinstance(a_tgt, Level):
         src, tgt = _as_level(a_src), _as_level(a_tgt)
         if src.prediction == tgt.prediction == "flow":
-            return z + (tgt.sigma - src.sigma) * eps
+            return z + _euler_dt(src.sigma, tgt.sigma, z.dtype == torch.float64) * eps
         x0, noise = src.split(z, eps)
         return tgt.alpha * x0 + tgt.sigma * noise
     sq_s, sq1_s, sq_t, sq1_t = _coefficients(a_src, a_tgt, z.dtype == torch.float64)
     x0 = (z - sq1_s * eps) / sq_s
     return sq_t * x0 + sq1_t * eps
+
+
+@lru_cache(maxsize=4096)
+def _euler_dt(s: float, t: float, double: bool) -> float:
+    """σ_t − σ_s rounded as the Euler scheduler computes it: in float32 (float64 for float64 latents)."""
+    ctype = torch.float64 if double else torch.float32
+    return float(torch.tensor(t, dtype=ctype) - torch.tensor(s, dtype=ctype))
 
 
 def _as_level(a: float | Level) -> Level:

@@ -38,7 +38,7 @@ def build(*extra: str):
 
 
 def test_every_method_file_is_covered():
-    assert METHOD_FILES == ["bdia", "belm", "ddim", "easyinv", "edict", "fixed_point", "negative_prompt",
+    assert METHOD_FILES == ["bdia", "belm", "ddim", "easyinv", "edict", "euler", "fixed_point", "negative_prompt",
                             "null_text", "renoise", "vae_only"]
     assert (CONFIGS / "method" / "blend" / "easyinv.yaml").exists()
 
@@ -46,6 +46,7 @@ def test_every_method_file_is_covered():
 CASES = [
     ["method=vae_only"],
     ["method=ddim"],
+    ["method=euler"],  # on SD: DDIM with ε at the source timestep
     ["method=easyinv"],
     ["method=easyinv", "method.variant=algorithm", "method.k=2"],
     ["method=renoise"],

@@ -1,11 +1,14 @@
-"""Tiny, seeded, randomly initialised SD-1.x and SD-XL checkpoints written as real diffusers folders.
+"""Tiny, seeded, randomly initialised SD-1.x, SD-XL, SD3 / SD3.5 and FLUX.1 checkpoints written as real diffusers
+folders.
 
 They let tests, CI and the demo run the exact code path of real weights (the folder is read back by
 :func:`easyinv.models.loading.load_components`) on a CPU, offline. Shapes follow feasibility.md §2: a 4-block VAE keeps
 SD's 8× factor (64 px → 8×8 latent); SD-XL has two text encoders, pooled embeddings, time ids and
 ``force_zeros_for_empty_prompt``. The scheduler config is written as the real checkpoints ship it (SD-1.4: PNDM,
-SD-XL: Euler), so the DDIM conversion and its checks are exercised too. The weights are random: image metrics are
-meaningless, latent agreement with diffusers is not.
+SD-XL: Euler), so the DDIM conversion and its checks are exercised too. The flow models (flow-matching.md §2) have the
+real classes (SD3Transformer2DModel with three text encoders, FluxTransformer2DModel with CLIP-L and T5, 16-channel
+VAEs with shift factors, FlowMatchEulerDiscreteScheduler as each checkpoint configures it) and an offline T5
+tokenizer. The weights are random: image metrics are meaningless, latent agreement with diffusers is not.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ __all__ = [
     "write_clip_tokenizer",
 ]
 
-TINY_MODELS = ("tiny-sd", "tiny-sdxl")
+TINY_MODELS = ("tiny-sd", "tiny-sdxl", "tiny-sd3", "tiny-sd35", "tiny-flux", "tiny-flux-schnell")
+FLOW_TINY = {"tiny-sd3": "sd3", "tiny-sd35": "sd3", "tiny-flux": "flux", "tiny-flux-schnell": "flux"}
 _FORMAT = 1  # bump when the recipe changes, so stale cached folders are rebuilt
 _MARKER = ".easyinv-tiny-complete"
 
@@ -127,14 +131,107 @@ def _model_index(name: str) -> dict[str, Any]:
             "feature_extractor": [None, None], "image_encoder": [None, None], "force_zeros_for_empty_prompt": True}
 
 
+# -- flow models (flow-matching.md §2: shapes, and the rules tying the text encoders to the transformer) -------------
+
+_T5_WORDS = ("a", "photo", "of", "the", "cat", "dog", "sitting", "on", "mat", "painting", "red", "blue")
+
+
+def write_t5_tokenizer(folder: Path) -> int:
+    """An offline T5 (Unigram) tokenizer: pad, eos, unk, the word boundary, letters and digits, a few words."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(c, -3.0) for c in string.ascii_lowercase + string.digits] + [("▁" + w, -1.0) for w in _T5_WORDS]
+    T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(folder)
+    return len(vocab)
+
+
+def _t5(vocab_size: int, d_model: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                   relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+                                   decoder_start_token_id=0))
+
+
+def _flow_vae(scaling_factor: float, shift_factor: float):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(32, 32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, layers_per_block=1,
+                         norm_num_groups=32, sample_size=64, scaling_factor=scaling_factor, shift_factor=shift_factor,
+                         use_quant_conv=False, use_post_quant_conv=False)
+
+
+def _build_flow(name: str, out: Path, seed: int) -> None:
+    """The tiny SD3 / SD3.5 / FLUX.1-dev / FLUX.1-schnell folder, saved through the diffusers pipeline class."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5Tokenizer
+
+    tokenizers = out / ".tokenizers"
+    clip_vocab = write_clip_tokenizer(tokenizers / "clip")
+    t5_vocab = write_t5_tokenizer(tokenizers / "t5")
+    clip_tok = CLIPTokenizer.from_pretrained(tokenizers / "clip")
+    t5_tok = T5Tokenizer.from_pretrained(tokenizers / "t5")
+    if FLOW_TINY[name] == "sd3":
+        extra = {"dual_attention_layers": (0,), "qk_norm": "rms_norm"} if name == "tiny-sd35" else {}
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
+                                            attention_head_dim=8, num_attention_heads=4, joint_attention_dim=64,
+                                            caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=16,
+                                            **extra)
+        torch.manual_seed(seed + 1)
+        vae = _flow_vae(1.5305, 0.0609)
+        encoders = []
+        for k in range(2):
+            torch.manual_seed(seed + 2 + k)
+            encoders.append(CLIPTextModelWithProjection(_text_config(clip_vocab, projection_dim=32)))
+        torch.manual_seed(seed + 4)
+        t5 = _t5(t5_vocab, 64)
+        pipe = StableDiffusion3Pipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(
+            shift=3.0), text_encoder=encoders[0], text_encoder_2=encoders[1], text_encoder_3=t5, tokenizer=clip_tok,
+            tokenizer_2=clip_tok, tokenizer_3=t5_tok)
+    else:
+        dev = name == "tiny-flux"
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=1, num_single_layers=2,
+                                             attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                             pooled_projection_dim=32, guidance_embeds=dev, axes_dims_rope=(4, 6, 6))
+        torch.manual_seed(seed + 1)
+        vae = _flow_vae(0.3611, 0.1159)
+        torch.manual_seed(seed + 2)
+        clip = CLIPTextModel(_text_config(clip_vocab))
+        torch.manual_seed(seed + 3)
+        t5 = _t5(t5_vocab, 32)
+        scheduler = (FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                     max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+                     if dev else FlowMatchEulerDiscreteScheduler(shift=1.0))  # FLUX.1-dev's and schnell's configs
+        pipe = FluxPipeline(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=clip,
+                            text_encoder_2=t5, tokenizer=clip_tok, tokenizer_2=t5_tok)
+    pipe.save_pretrained(out)
+    shutil.rmtree(tokenizers)
+
+
 def build_tiny_model(name: str, out: str | os.PathLike, seed: int = 0) -> Path:
-    """Write the diffusers folder of ``tiny-sd`` or ``tiny-sdxl`` into ``out`` (overwriting it); each component is
-    initialised after ``torch.manual_seed(seed + k)`` so the weights do not depend on build order."""
+    """Write the diffusers folder of a tiny model (:data:`TINY_MODELS`) into ``out`` (overwriting it); each component
+    is initialised after ``torch.manual_seed(seed + k)`` so the weights do not depend on build order."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     if name not in TINY_MODELS:
         raise ValueError(f"tiny model must be one of {TINY_MODELS}, got {name!r}")
     out = Path(out)
+    if name in FLOW_TINY:
+        out.mkdir(parents=True, exist_ok=True)
+        _build_flow(name, out, seed)
+        return out
     out.mkdir(parents=True, exist_ok=True)
     sdxl = name == "tiny-sdxl"
     vocab_size = write_clip_tokenizer(out / "tokenizer")
@@ -198,6 +295,14 @@ def load_tiny(which: str, *, cache_dir: str | os.PathLike, seed: int = 0, family
     """Hydra factory for ``configs/model/tiny-*.yaml``: build the folder if needed, then load it like real weights."""
     from easyinv.models.stable_diffusion import StableDiffusionModel
 
+    if which in FLOW_TINY:
+        from easyinv.models.flow_transformer import FlowTransformerModel
+
+        torch.set_flush_denormal(True)  # tiny random transformers hit denormals: ~160x slower on the CPU otherwise
+        kwargs.pop("vae_sample", None), kwargs.pop("null_embedding", None)
+        kwargs.setdefault("name", which)
+        return FlowTransformerModel.from_pretrained(ensure_tiny_model(which, cache_dir, seed=seed), FLOW_TINY[which],
+                                                    **kwargs)
     expected = "sdxl" if which == "tiny-sdxl" else "sd1"
     if family not in (None, expected):
         raise ValueError(f"model.family={family!r} does not match tiny model {which!r} ({expected})")

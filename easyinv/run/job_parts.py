@@ -98,9 +98,18 @@ def per_image(counts: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def check_method_on_model(method: Any, model_cfg: DictConfig) -> None:
-    """A method whose maths does not hold on the model's path (``model.path``: ``vp`` unless the model says
-    ``flow``) names the reason in one line, before any weight loads (its ``unsupported_paths``)."""
+    """Refuse, in one line and before any weight loads, a method the model cannot serve: one whose maths does not
+    hold on the model's path (``model.path``: ``vp`` unless the model says ``flow``; the method's
+    ``unsupported_paths``), one that needs an unconditional branch the model lacks (``model.cfg: false``; the
+    method's ``needs_cfg``), or any inversion on a model that does not invert (``model.invertible: false``)."""
     path = str(model_cfg.get("path", "vp"))
     reason = getattr(method, "unsupported_paths", {}).get(path)
     if reason:
         raise ConfigError(f"method={method.name} does not run on model={model_cfg.name} ({path} path): {reason}")
+    need = getattr(method, "needs_cfg", None)
+    if need and not model_cfg.get("cfg", True):
+        raise ConfigError(f"method={method.name} does not run on model={model_cfg.name}: {need}, and the model's "
+                          "guidance is distilled (no unconditional branch)")
+    if not model_cfg.get("invertible", True) and int(getattr(method, "num_steps", 0)) > 0:
+        raise ConfigError(f"model={model_cfg.name} does not invert with any published solver; it loads and "
+                          "generates, and inversion jobs refuse it (method.num_steps=0, method=vae_only, runs)")

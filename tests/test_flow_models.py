@@ -1,0 +1,179 @@
+"""SD3 and FLUX.1 through the core on tiny random models built offline: generation equals diffusers' pipelines, the σ
+grids are the pipelines' at several resolutions, the VAE's shift and scale, batch = singles, every method through the
+runner (or refused in one line), and the wrong folder for a family stopping in one line."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from diffusers import FluxPipeline
+from helpers import run_job
+
+from baselines.ddim import DDIM
+from easyinv.inversion import invert, reconstruct
+from easyinv.models.loading import ModelNotFoundError
+from easyinv.models.tiny import ensure_tiny_model, load_tiny
+from easyinv.run.records import read_records
+from easyinv.validation import ConfigError
+
+
+@pytest.fixture(scope="module")
+def flow_models(tiny_model_cache):
+    torch.set_flush_denormal(True)
+    return {name: load_tiny(name, cache_dir=tiny_model_cache, resolution=64, max_sequence_length=32)
+            for name in ("tiny-sd3", "tiny-flux")}
+
+
+def _noise(seed: int = 0, batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 16, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("guidance", [1.0, 4.5])
+def test_sd3_generation_equals_the_pipeline(flow_models, guidance):
+    model, steps, prompt = flow_models["tiny-sd3"], 6, "a photo of the cat"
+    noise = _noise()
+    ours = reconstruct(model.denoiser([prompt], guidance), noise, model.grid(steps))[-1]
+    theirs = model.pipe(prompt=prompt, negative_prompt="", num_inference_steps=steps, guidance_scale=guidance,
+                        latents=noise.clone(), height=64, width=64, output_type="latent", max_sequence_length=32).images
+    assert model.pipe.scheduler.sigmas.tolist()[:-1] == [lv.sigma for lv in model.grid(steps).alpha_tgt][::-1]
+    assert torch.equal(ours, theirs), float((ours - theirs).abs().max())
+    den = model.denoiser([prompt], guidance)
+    den(noise, model.grid(steps).timesteps[-1])
+    assert den.nfe.tolist() == [2 if guidance != 1.0 else 1]  # CFG rows only where guidance changes the result
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.5])
+def test_flux_generation_equals_the_pipeline(flow_models, guidance):
+    model, steps, prompt = flow_models["tiny-flux"], 6, "a photo of the cat"
+    noise = _noise(1)
+    den = model.denoiser([prompt], guidance)
+    ours = reconstruct(den, noise, model.grid(steps))[-1]
+    packed = FluxPipeline._pack_latents(noise.clone(), 1, 16, 8, 8)
+    out = model.pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, latents=packed, height=64,
+                     width=64, output_type="latent", max_sequence_length=32).images
+    theirs = FluxPipeline._unpack_latents(out, 64, 64, 8)
+    assert torch.equal(ours, theirs), float((ours - theirs).abs().max())
+    assert den.nfe.tolist() == [steps]  # distilled guidance: one row per step at any scale
+
+
+def test_the_grid_is_the_pipelines_sigma_list_walked_backwards(flow_models):
+    for model in flow_models.values():
+        for steps in (4, 28):
+            grid = model.grid(steps)
+            levels = [grid.alpha_src[0].sigma, *(lv.sigma for lv in grid.alpha_tgt)]
+            assert levels[0] == 0.0 and levels[-1] == 1.0
+            assert all(b > a for a, b in zip(levels, levels[1:], strict=False))
+            assert grid.time0 == 0.0 and grid.timesteps[-1] == 1000.0
+    sd3 = flow_models["tiny-sd3"]
+    for steps in (4, 28, 50):  # SD3's pipeline grid is shifted twice and ends at 0.00893 for every step count
+        assert sd3.grid(steps).alpha_tgt[0].sigma == pytest.approx(0.00893, abs=5e-6)
+    assert [round(lv.sigma, 5) for lv in sd3.grid(4).alpha_tgt] == [0.00893, 0.60215, 0.85769, 1.0]
+
+
+@pytest.mark.parametrize("resolution", [64, 128, 256])
+def test_flux_sigmas_follow_the_resolution_dependent_shift(tiny_model_cache, resolution):
+    """σ' = e^μ / (e^μ + 1/σ − 1), μ = 0.5 + 0.65 (L − 256) / 3840 with L the packed token count (by hand)."""
+    model = load_tiny("tiny-flux", cache_dir=tiny_model_cache, resolution=resolution, max_sequence_length=32)
+    steps = 8
+    tokens = (resolution // 16) ** 2
+    mu = 0.5 + (1.15 - 0.5) * (tokens - 256) / (4096 - 256)
+    base = [1.0 - k / steps for k in range(steps)]  # linspace(1, 1/T, T)
+    expected = sorted(math.exp(mu) / (math.exp(mu) + 1 / s - 1) for s in base)
+    got = [lv.sigma for lv in model.grid(steps).alpha_tgt]
+    assert got == pytest.approx(expected, abs=2e-7)
+    pipe = model.pipe  # and the pipeline's own schedule at this resolution, bit for bit
+    out = pipe(prompt="a cat", num_inference_steps=steps, height=resolution, width=resolution, output_type="latent",
+               generator=torch.Generator().manual_seed(0), max_sequence_length=32)
+    assert out is not None and pipe.scheduler.sigmas.tolist()[:-1] == got[::-1]
+
+
+def test_vae_shift_and_scale(flow_models):
+    for model in flow_models.values():
+        x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1
+        with torch.no_grad():
+            mean = model.vae.encode(x).latent_dist.mean
+            z = model.encode(x)
+            assert torch.equal(z, (mean - model.vae.config.shift_factor) * model.vae.config.scaling_factor)
+            back = z / model.vae.config.scaling_factor + model.vae.config.shift_factor  # the inverse map
+            assert torch.equal(model.decode(z), model.vae.decode(back, return_dict=False)[0])
+            assert torch.allclose(back, mean, atol=1e-6, rtol=0)
+        assert model.shift_factor != 0.0 and model.scaling_factor != 1.0
+
+
+@pytest.mark.parametrize("name", ["tiny-sd3", "tiny-flux"])
+def test_a_batch_of_three_equals_three_single_runs(flow_models, name):
+    model = flow_models[name]
+    z0 = _noise(3, batch=3)
+    prompts = ["a photo of the cat", "a dog", ""]
+    grid = model.grid(4)
+
+    def round_trip(z: torch.Tensor, ps: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        den = model.denoiser(ps, 1.0)
+        inv = invert(DDIM(num_steps=4, time="source"), den, z, grid)
+        return inv.z_T, reconstruct(den, inv.z_T, grid)[-1]
+
+    z_t, rec = round_trip(z0, prompts)
+    for b in range(3):
+        one_t, one = round_trip(z0[b : b + 1], prompts[b : b + 1])
+        assert torch.allclose(one_t, z_t[b : b + 1], atol=1e-5, rtol=0)
+        assert torch.allclose(one, rec[b : b + 1], atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Through the runner
+# --------------------------------------------------------------------------------------------------------------------
+
+T = 3
+NFE = {  # per image at T = 3, guidance 1 (SD3: one row; FLUX: one row)
+    "euler": (T, T), "ddim": (T, T), "easyinv": (T, T), "fixed_point": (T * 6, T), "edict": (2 * T, 2 * T),
+    "bdia": (T, T - 1), "negative_prompt": (T, T),
+}
+REFUSED = {"belm": "flow path", "renoise": "flow path"}
+REFUSED_ON_FLUX = {"negative_prompt": "distilled", "null_text": "distilled"}
+
+
+@pytest.mark.parametrize("model", ["tiny-sd3", "tiny-flux"])
+@pytest.mark.parametrize("method", sorted({*NFE, *REFUSED, "null_text", "vae_only"}))
+def test_every_method_runs_on_the_flow_transformers_or_is_refused(model, method, tmp_path, tiny_model_cache):
+    overrides = [f"model={model}", f"paths.cache={tiny_model_cache}", f"method={method}", "dataset.limit=1"]
+    if method != "vae_only":
+        overrides.append(f"method.num_steps={T}")
+    if method == "easyinv":
+        overrides.append("method.interval=[0.2,0.8]")
+    if method == "null_text":
+        overrides.append("method.inner_steps=2")
+    refusal = REFUSED.get(method) or (REFUSED_ON_FLUX.get(method) if model == "tiny-flux" else None)
+    if refusal:
+        with pytest.raises(ConfigError, match=rf"method={method} does not run on model={model}.*{refusal}"):
+            run_job(tmp_path, *overrides)
+        return
+    df = read_records(run_job(tmp_path, *overrides))
+    assert set(df.status) == {"ok"}, df.reason.tolist()
+    if method == "null_text":  # SD3: T pivots + Σ(1 + n_i + 2) with 1 ≤ n_i ≤ 2 Adam steps, 2T in reconstruction
+        n = df.backward_passes
+        assert ((n >= T) & (n <= 2 * T)).all() and (df.nfe_invert == T + 3 * T + n).all()
+        assert (df.nfe_reconstruct == 2 * T).all()
+        return
+    inv, rec = (0, 0) if method == "vae_only" else NFE[method]
+    assert (df.nfe_invert == inv).all() and (df.nfe_reconstruct == rec).all(), df[["nfe_invert", "nfe_reconstruct"]]
+
+
+def test_schnell_loads_and_generates_but_refuses_inversion(tmp_path, tiny_model_cache):
+    model = load_tiny("tiny-flux-schnell", cache_dir=tiny_model_cache, resolution=64, max_sequence_length=32)
+    assert not model.guidance_embeds
+    out = reconstruct(model.denoiser(["a cat"], 0.0), _noise(), model.grid(4))[-1]
+    assert torch.isfinite(out).all()
+    with pytest.raises(ConfigError, match="model=tiny-flux-schnell does not invert"):
+        run_job(tmp_path, "model=tiny-flux-schnell", f"paths.cache={tiny_model_cache}", "method=euler")
+
+
+def test_the_wrong_folder_for_a_family_stops_in_one_line(tmp_path, tiny_model_cache):
+    sd_folder = ensure_tiny_model("tiny-sd", tiny_model_cache)
+    flux_folder = ensure_tiny_model("tiny-flux", tiny_model_cache)
+    with pytest.raises(ModelNotFoundError, match=r"not a flux checkpoint \(missing transformer, text_encoder_2"):
+        run_job(tmp_path, "model=flux", f"model.load.source={sd_folder}", "method=euler", "dataset.limit=1")
+    with pytest.raises(ModelNotFoundError, match=r"incomplete for sd1 \(missing unet\)"):
+        run_job(tmp_path, "model=sd14", f"model.load.source={flux_folder}", "method=ddim", "dataset.limit=1",
+                name="sd")
