@@ -37,6 +37,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TABLE1_ROWS = ("vae_only", "ddim", "renoise", "fixed_point", "easyinv")  # the rows of `make reproduce-table1`
+FLOW_ROWS = ("vae_only", "euler", "ddim", "fixed_point", "easyinv")  # on a flow model (ReNoise does not apply)
 TABLE1_IMAGES = 2298
 TABLE2_PRECISIONS = ("fp16", "fp32")  # EasyInv in both: `make reproduce-table2`
 NO_REG = "renoise[regularize=false]"  # ReNoise without its regularisation: the difference is that work's share
@@ -211,6 +212,12 @@ def _compose(overrides: Sequence[str]) -> Any:
         return compose("config", overrides=list(overrides))
 
 
+def default_methods(overrides: Sequence[str]) -> tuple[str, ...]:
+    """The bench's rows for the model the overrides choose: Table 1's on SD, :data:`FLOW_ROWS` on a flow model."""
+    cfg = _compose(["experiment=none", *overrides])
+    return FLOW_ROWS if str(cfg.model.get("path", "vp")) == "flow" else TABLE1_ROWS
+
+
 def run_bench(
     overrides: Sequence[str],
     methods: Sequence[str],
@@ -285,6 +292,7 @@ def _facts(cfg: Any, job: Any) -> dict[str, Any]:
         sha = None
     return {
         "device": str(device), "device_name": name, "model": str(cfg.model.name),
+        "path": str(cfg.model.get("path", "vp")),
         "resolution": int(cfg.model.resolution), "precision": str(cfg.precision.name),
         "dtype_unet": str(cfg.precision.unet), "compile": str(cfg.model.compile),
         "channels_last": bool(cfg.model.channels_last), "torch": torch.__version__,
@@ -372,14 +380,15 @@ def markdown(summary: pd.DataFrame, facts: dict[str, Any], command: str = "") ->
         parts = [f"B = {r.batch}: {r.regularisation_share:.1%} of its walk" for r in reg.itertuples()]
         lines += ["ReNoise's regularisation (its overhead minus that of `renoise[regularize=false]`): "
                   + "; ".join(parts) + ".", ""]
-    proj = project(summary, facts["precision"])
+    rows = FLOW_ROWS if facts.get("path") == "flow" else TABLE1_ROWS
+    proj = project(summary, facts["precision"], rows=rows)
     t1 = ", ".join(f"{k} B={v}" for k, v in proj["table1_batches"].items())
     t2 = ", ".join(f"{k} B={v}" for k, v in proj["table2_batches"].items())
     lines += [
         f"Projected wall time on this device (each row at its best B, {proj['images']:,} images per row, pipeline "
         "time; loading and writing overlap it):",
         "",
-        f"- Table 1 (5 rows): **{_hours(proj['table1_s'])}** ({t1})"
+        f"- Table 1 protocol ({len(rows)} rows: {', '.join(rows)}): **{_hours(proj['table1_s'])}** ({t1})"
         + (f"; not measured: {', '.join(proj['table1_missing'])}" if proj["table1_missing"] else ""),
         f"- Table 2 (EasyInv fp16 + fp32): **{_hours(proj['table2_s'])}** ({t2})"
         + (f"; not measured: {', '.join(proj['table2_missing'])}" if proj["table2_missing"] else ""),

@@ -5,9 +5,12 @@ EasyInv Table 1 and Table 2 there. Writes results/bench/<device-slug>.md and .cs
     python scripts/bench.py model=tiny-sd model.resolution=512 --batch-sizes 1 --images 2
     python scripts/bench.py model=sd14-random precision=fp16 device=cuda --batch-sizes 1 8   # SD-1.4's cost, no weights
     python scripts/bench.py model=sd14-random precision=fp16 device=cuda model.compile=max-autotune --batch-sizes 1 8
+    python scripts/bench.py model=tiny-flux device=cpu      # a flow model: VAE only, Euler, DDIM, fixed-point, EasyInv
+    python scripts/bench.py model=sd3-random precision=bf16 device=cuda --batch-sizes 1 4  # SD3-medium's cost
 
 Each (method, B) job runs the real runner over copies of the bundled images: one warm-up batch, then ``--images``
-timed images (rounded up to whole batches). Methods run at their Table-1 settings (the config defaults).
+timed images (rounded up to whole batches). Methods run at their Table-1 settings (the config defaults); on a flow
+model the rows are VAE only, Euler, DDIM, fixed-point and EasyInv (ReNoise does not apply there).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from easyinv.bench import TABLE1_ROWS, device_slug, markdown, run_bench, summarize_bench, write_bench
+from easyinv.bench import default_methods, device_slug, markdown, run_bench, summarize_bench, write_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=sd14-random precision=fp16")
-    parser.add_argument("--methods", nargs="+", default=list(TABLE1_ROWS))
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="rows (default: Table 1's on SD, VAE only/Euler/DDIM/fixed-point/EasyInv on a flow model)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--images", type=int, default=8, help="timed images per (method, B), after a warm-up batch")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench", help="where <slug>.md/.csv go")
@@ -41,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     command = "python scripts/bench.py " + " ".join(shlex.quote(a) for a in given)
 
+    methods = args.methods or list(default_methods(overrides))
+
     def go(workdir: Path) -> int:
-        records, facts = run_bench(overrides, args.methods, args.batch_sizes, args.images, workdir,
+        records, facts = run_bench(overrides, methods, args.batch_sizes, args.images, workdir,
                                    table2=not args.no_table2, renoise_split=not args.no_renoise_split)
         summary = summarize_bench(records)
         files = write_bench(summary, facts, args.out, command)

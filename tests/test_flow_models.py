@@ -11,8 +11,14 @@ import torch
 from diffusers import FluxPipeline
 from helpers import run_job
 
+from baselines.bdia import BDIA
 from baselines.ddim import DDIM
-from easyinv.inversion import invert, reconstruct
+from baselines.edict import EDICT
+from baselines.fixed_point import FixedPoint
+from baselines.negative_prompt import NegativePrompt
+from baselines.null_text import NullText
+from easyinv.inversion import Denoisers, invert_with, reconstruct, reconstruct_with
+from easyinv.method import EasyInv
 from easyinv.models.loading import ModelNotFoundError
 from easyinv.models.tiny import ensure_tiny_model, load_tiny
 from easyinv.run.records import read_records
@@ -102,23 +108,37 @@ def test_vae_shift_and_scale(flow_models):
         assert model.shift_factor != 0.0 and model.scaling_factor != 1.0
 
 
+def _methods(name: str) -> list:
+    methods = [DDIM(num_steps=4, time="source"), DDIM(num_steps=4), EasyInv(num_steps=4, interval=(0.2, 0.8)),
+               FixedPoint(num_steps=4), EDICT(num_steps=4), BDIA(num_steps=4)]
+    if name == "tiny-sd3":  # classifier-free guidance: the methods that use its unconditional branch
+        methods += [NegativePrompt(num_steps=4), NullText(num_steps=4, inner_steps=2)]
+    return methods
+
+
 @pytest.mark.parametrize("name", ["tiny-sd3", "tiny-flux"])
-def test_a_batch_of_three_equals_three_single_runs(flow_models, name):
+def test_a_batch_of_three_equals_three_single_runs_for_every_method(flow_models, name):
     model = flow_models[name]
     z0 = _noise(3, batch=3)
     prompts = ["a photo of the cat", "a dog", ""]
     grid = model.grid(4)
 
-    def round_trip(z: torch.Tensor, ps: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        den = model.denoiser(ps, 1.0)
-        inv = invert(DDIM(num_steps=4, time="source"), den, z, grid)
-        return inv.z_T, reconstruct(den, inv.z_T, grid)[-1]
+    def round_trip(method, z: torch.Tensor, ps: list[str]):
+        den = Denoisers(lambda w, negative: model.denoiser(ps, w, negative), ps, {"invert": 1.0, "reconstruct": 1.0},
+                        null_text=lambda: model.null_text_denoiser(ps))
+        inv = invert_with(method, den, z, grid, list(range(len(ps))))
+        den.phase = "reconstruct"
+        return inv.z_T, reconstruct_with(method, den, inv, grid), den
 
-    z_t, rec = round_trip(z0, prompts)
-    for b in range(3):
-        one_t, one = round_trip(z0[b : b + 1], prompts[b : b + 1])
-        assert torch.allclose(one_t, z_t[b : b + 1], atol=1e-5, rtol=0)
-        assert torch.allclose(one, rec[b : b + 1], atol=1e-5, rtol=0)
+    for method in _methods(name):
+        z_t, rec, den = round_trip(method, z0, prompts)
+        assert torch.isfinite(rec).all()
+        for b in range(3):
+            one_t, one, one_den = round_trip(method, z0[b : b + 1], prompts[b : b + 1])
+            assert torch.allclose(one_t, z_t[b : b + 1], atol=1e-5, rtol=0), method
+            assert torch.allclose(one, rec[b : b + 1], atol=1e-5, rtol=0), method
+            for phase in ("invert", "reconstruct"):
+                assert one_den.nfe(phase).tolist() == den.nfe(phase)[b : b + 1].tolist(), method
 
 
 # --------------------------------------------------------------------------------------------------------------------

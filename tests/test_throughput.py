@@ -240,7 +240,20 @@ def test_bench_summary_and_projection_arithmetic():
              "torch": "2", "diffusers": "0", "git_sha": "abc", "threads": 1, "date": "today"}
     assert device_slug(facts) == "cuda-nvidia-h100-80gb-hbm3-sd14-random-512px-fp16-compile-max-autotune"
     page = markdown(summary, facts)
-    assert "Table 1 (5 rows): **3.19 h**" in page and "×2.00 at B = 4" in page
+    assert "Table 1 protocol (5 rows: vae_only, ddim, renoise, fixed_point, easyinv): **3.19 h**" in page
+    assert "×2.00 at B = 4" in page
+
+
+def test_sd3_random_has_sd3_mediums_shapes():
+    """Built on the meta device (no memory): SD3-medium's transformer (~2.03 B), VAE and CLIP-L / CLIP-G sizes."""
+    from easyinv.models.full_size import build_sd3_pipeline
+
+    pipe = build_sd3_pipeline(0, device="meta")
+    count = {part: sum(p.numel() for p in getattr(pipe, part).parameters())
+             for part in ("transformer", "vae", "text_encoder", "text_encoder_2")}
+    assert 2.0e9 < count["transformer"] < 2.1e9 and 80e6 < count["vae"] < 90e6
+    assert 120e6 < count["text_encoder"] < 130e6 and 690e6 < count["text_encoder_2"] < 700e6
+    assert pipe.text_encoder_3 is None and pipe.vae.config.shift_factor == 0.0609
 
 
 def test_gpu_check_script_dry_run_and_refusal_without_a_gpu():
@@ -252,9 +265,10 @@ def test_gpu_check_script_dry_run_and_refusal_without_a_gpu():
     dry = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     commands = [line for line in dry.stdout.splitlines() if line.startswith("+ ")]
-    assert len(commands) == 3 and "-m gpu tests/test_gpu.py" in commands[0]
-    assert all("model=sd14-random precision=fp16 device=cuda --batch-sizes 1 8" in c for c in commands[1:])
+    assert len(commands) == 4 and "-m gpu tests/test_gpu.py" in commands[0]
+    assert all("model=sd14-random precision=fp16 device=cuda --batch-sizes 1 8" in c for c in commands[1:3])
     assert "model.compile=" in commands[2]
+    assert "model=sd3-random precision=bf16 device=cuda" in commands[3]
     if not torch.cuda.is_available():
         real = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
         assert real.returncode == 2 and real.stderr.strip().splitlines() == [

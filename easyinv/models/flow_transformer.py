@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid, NullTextDenoiser
-from easyinv.models.base import InversionModel
+from easyinv.models.base import InversionModel, check_fast_paths
 from easyinv.models.loading import ModelNotFoundError, hub_offline
 from easyinv.validation import parse_dtype, resolve_device
 
@@ -177,8 +177,12 @@ def flow_grid(pipe: Any, family: str, steps: int, latent_hw: tuple[int, int]) ->
     return Grid.from_sigmas(levels, times)
 
 
-def _place(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    return module.to(device).eval().requires_grad_(False)
+def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move a frozen module to ``device``, casting only if needed (weights load in their dtype already)."""
+    module = module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module = module.to(dtype)
+    return module.eval().requires_grad_(False)
 
 
 class FlowTransformerModel(InversionModel):
@@ -197,10 +201,12 @@ class FlowTransformerModel(InversionModel):
         self.latent_dtype = parse_dtype(precision.get("latent", "float32"), "precision.latent")
         for part in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
             module = getattr(pipe, part, None)
-            if module is not None:
-                setattr(pipe, part, _place(module, self.device))
+            if module is not None:  # text encoders in the transformer's dtype (they feed it), the VAE in its own
+                dtype = self.vae_dtype if part == "vae" else self.transformer_dtype
+                setattr(pipe, part, _place(module, self.device, dtype))
         self.pipe = pipe
         self.transformer = pipe.transformer
+        self.transformer_fn: torch.nn.Module = self.transformer  # what the denoisers call: it, or its compiled form
         self.vae = pipe.vae
         self.scheduler_facts = check_flow_scheduler(pipe.scheduler, f"{source or name}/scheduler")
         self.scaling_factor = float(self.vae.config.scaling_factor)
@@ -229,6 +235,22 @@ class FlowTransformerModel(InversionModel):
         return cls(pipe, family, name=name or Path(os.fspath(source)).name, resolution=resolution,
                    precision=precision, device=device, source=os.fspath(source),
                    max_sequence_length=max_sequence_length)
+
+    def accelerate(self, compile: str = "none", channels_last: bool = False) -> dict[str, Any]:  # noqa: A002
+        """On CUDA: TF32 only when no part runs in fp32, and ``torch.compile`` of the transformer (``mode`` =
+        ``compile`` unless "none"); ``channels_last`` has no meaning for a transformer. Skipped, with the reason
+        recorded, on the CPU."""
+        check_fast_paths(compile, channels_last)
+        if self.device.type != "cuda":
+            note = f"requested compile={compile}, channels_last={channels_last}; not applied on {self.device.type}"
+            return {"compile": "none", "channels_last": False, "note": note}
+        tf32 = self.transformer_dtype != torch.float32 and self.vae_dtype != torch.float32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        if compile != "none":
+            self.transformer_fn = torch.compile(self.transformer, mode=None if compile == "default" else compile)
+        return {"compile": compile, "channels_last": False, "tf32": tf32,
+                **({"note": "channels_last does not apply to a transformer"} if channels_last else {})}
 
     # -- inversion protocol ----------------------------------------------------------------------------------------
 
@@ -275,13 +297,13 @@ class FlowTransformerModel(InversionModel):
             if negative_prompts is not None:
                 raise ValueError(f"model {self.name!r} (FLUX) has distilled guidance: no unconditional branch, so no "
                                  "negative prompt")
-            return FluxDenoiser(self.transformer, embeds, pooled, text_ids, guidance_scale,
+            return FluxDenoiser(self.transformer_fn, embeds, pooled, text_ids, guidance_scale,
                                 guidance_embeds=self.guidance_embeds)
         negative = list(negative_prompts) if negative_prompts is not None else [""] * len(prompts)
         if len(negative) != len(prompts):
             raise ValueError(f"{len(negative)} negative prompts for {len(prompts)} prompts")
         n_embeds, n_pooled, _ = self._encode_prompts(negative)
-        return SD3Denoiser(self.transformer, embeds, pooled, n_embeds, n_pooled, guidance_scale)
+        return SD3Denoiser(self.transformer_fn, embeds, pooled, n_embeds, n_pooled, guidance_scale)
 
     def null_text_denoiser(self, prompts: Sequence[str]) -> NullTextDenoiser:
         """SD3: v with an optimisable unconditional sequence embedding starting from ""'s (null-text inversion)."""
