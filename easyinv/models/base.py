@@ -26,6 +26,14 @@ def check_fast_paths(compile: str, channels_last: bool) -> None:  # noqa: A002 -
         raise ValueError(f"model.channels_last must be true or false, got {channels_last!r}")
 
 
+def freeze_on(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A frozen module on ``device``, cast only if needed (``.to(dtype)`` on a model loaded in its dtype warns)."""
+    module = module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module = module.to(dtype)
+    return module.eval().requires_grad_(False)
+
+
 class InversionModel(ABC):
     """A latent diffusion model seen through the inversion protocol.
 

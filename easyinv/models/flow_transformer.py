@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid, NullTextDenoiser
-from easyinv.models.base import InversionModel, check_fast_paths
+from easyinv.models.base import InversionModel, check_fast_paths, freeze_on
 from easyinv.models.loading import ModelNotFoundError, hub_offline
 from easyinv.validation import parse_dtype, resolve_device
 
@@ -177,14 +177,6 @@ def flow_grid(pipe: Any, family: str, steps: int, latent_hw: tuple[int, int]) ->
     return Grid.from_sigmas(levels, times)
 
 
-def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Move a frozen module to ``device``, casting only if needed (weights load in their dtype already)."""
-    module = module.to(device)
-    if next(module.parameters()).dtype != dtype:
-        module = module.to(dtype)
-    return module.eval().requires_grad_(False)
-
-
 class FlowTransformerModel(InversionModel):
     """An SD3 / SD3.5 (``family="sd3"``) or FLUX.1 (``"flux"``) checkpoint: VAE, flow grid and a bound velocity."""
 
@@ -203,7 +195,7 @@ class FlowTransformerModel(InversionModel):
             module = getattr(pipe, part, None)
             if module is not None:  # text encoders in the transformer's dtype (they feed it), the VAE in its own
                 dtype = self.vae_dtype if part == "vae" else self.transformer_dtype
-                setattr(pipe, part, _place(module, self.device, dtype))
+                setattr(pipe, part, freeze_on(module, self.device, dtype))
         self.pipe = pipe
         self.transformer = pipe.transformer
         self.transformer_fn: torch.nn.Module = self.transformer  # what the denoisers call: it, or its compiled form

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid
-from easyinv.models.base import InversionModel, check_fast_paths
+from easyinv.models.base import InversionModel, check_fast_paths, freeze_on
 from easyinv.models.conditioning import PromptEncoder, check_time_embedding, resolve_null_embedding
 from easyinv.models.denoisers import UNetDenoiser, UNetNullTextDenoiser
 from easyinv.models.loading import FAMILIES, Components, load_components
@@ -30,13 +30,6 @@ from easyinv.validation import parse_dtype, resolve_device
 __all__ = ["StableDiffusionModel"]
 
 log = logging.getLogger(__name__)
-
-def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Move a frozen module to ``device``, casting only if needed (``.to(dtype)`` on a loaded model warns)."""
-    module = module.to(device)
-    if next(module.parameters()).dtype != dtype:
-        module = module.to(dtype)
-    return module.eval().requires_grad_(False)
 
 
 class StableDiffusionModel(InversionModel):
@@ -67,11 +60,11 @@ class StableDiffusionModel(InversionModel):
         self.source = source
         self.vae_sample = bool(vae_sample)
 
-        self.unet = _place(components.unet, self.device, self.unet_dtype)
+        self.unet = freeze_on(components.unet, self.device, self.unet_dtype)
         self.unet_fn: torch.nn.Module = self.unet  # what the denoiser calls: the UNet, or its torch.compile wrapper
         self.fast_paths: dict[str, Any] = {"compile": "none", "channels_last": False}
-        self.vae = _place(components.vae, self.device, self.vae_dtype)
-        encoders = [_place(te, self.device, self.unet_dtype) for te in components.text_encoders]
+        self.vae = freeze_on(components.vae, self.device, self.vae_dtype)
+        encoders = [freeze_on(te, self.device, self.unet_dtype) for te in components.text_encoders]
         self.prompts = PromptEncoder(family, components.tokenizers, encoders, self.device)
         if family == "sdxl":
             check_time_embedding(self.unet, self.prompts.projection_dim)
