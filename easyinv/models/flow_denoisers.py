@@ -10,6 +10,7 @@ cast. NFE counts rows: SD3 with guidance that changes the result costs 2 per ima
 from __future__ import annotations
 
 import torch
+from diffusers import FluxPipeline
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, NullTextDenoiser
@@ -109,15 +110,11 @@ class FluxDenoiser(Denoiser):
         self._image_ids: dict[tuple[int, int], Tensor] = {}
 
     def _ids(self, h: int, w: int) -> Tensor:
-        from diffusers import FluxPipeline
-
         if (h, w) not in self._image_ids:
             self._image_ids[h, w] = FluxPipeline._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.dtype)
         return self._image_ids[h, w]
 
     def predict(self, z: Tensor, t: float, rows: Tensor) -> tuple[Tensor, int]:
-        from diffusers import FluxPipeline
-
         idx = rows.to(self.device)
         b, c, h, w = z.shape
         packed = FluxPipeline._pack_latents(z.to(self.dtype), b, c, h, w)

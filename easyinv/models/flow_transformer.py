@@ -47,6 +47,7 @@ _HUB_IDS = {"sd3": "stabilityai/stable-diffusion-3-medium-diffusers", "flux": "b
 _UNSUPPORTED_SCHEDULER_KEYS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "shift_terminal",
                                "stochastic_sampling", "invert_sigmas")
 MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux": 512}  # T5 tokens, the pipelines' defaults
+PROMPT_CACHE = 4  # prompt lists whose encodings are kept (a batch's prompts, its negatives, "")
 
 
 def _check_folder(source: str | os.PathLike, family: str) -> tuple[str, bool]:
@@ -207,6 +208,7 @@ class FlowTransformerModel(InversionModel):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.guidance_embeds = bool(getattr(self.transformer.config, "guidance_embeds", False))
         self.max_sequence_length = int(max_sequence_length or MAX_SEQUENCE_LENGTH[family])
+        self._prompt_cache: dict[tuple[str, ...], tuple[Tensor, Tensor, Tensor | None]] = {}
         default = int(getattr(pipe, "default_sample_size", 128)) * self.vae_scale_factor
         self.resolution = int(resolution or default)
         multiple = self.vae_scale_factor * (2 if family == "flux" else int(self.transformer.config.patch_size))
@@ -266,15 +268,23 @@ class FlowTransformerModel(InversionModel):
 
     @torch.no_grad()
     def _encode_prompts(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(embeddings, pooled, FLUX's text ids) for one prompt per row, as the pipeline encodes them."""
-        if self.family == "sd3":
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
-                do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length)
-            return embeds, pooled, None
-        embeds, pooled, text_ids = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, device=self.device,
-                                                          max_sequence_length=self.max_sequence_length)
-        return embeds, pooled, text_ids
+        """(embeddings, pooled, FLUX's text ids) for one prompt per row, as the pipeline encodes them. The last few
+        prompt lists are kept: a batch asks again for each phase (and SD3 for "" as its negative)."""
+        key = tuple(prompts)
+        if key not in self._prompt_cache:
+            if self.family == "sd3":
+                embeds, _, pooled, _ = self.pipe.encode_prompt(
+                    prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
+                    do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length)
+                text_ids = None
+            else:
+                embeds, pooled, text_ids = self.pipe.encode_prompt(
+                    prompt=list(prompts), prompt_2=None, device=self.device,
+                    max_sequence_length=self.max_sequence_length)
+            if len(self._prompt_cache) >= PROMPT_CACHE:
+                self._prompt_cache.pop(next(iter(self._prompt_cache)))  # the oldest
+            self._prompt_cache[key] = (embeds, pooled, text_ids)
+        return self._prompt_cache[key]
 
     def denoiser(self, prompts: Sequence[str], guidance_scale: float,
                  negative_prompts: Sequence[str] | None = None) -> Denoiser:
