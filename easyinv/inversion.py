@@ -122,11 +122,6 @@ class Grid:
         """The network time of step ``i``'s source level (the latent's own level in inversion)."""
         return self.time0 if i == 0 else self.timesteps[i - 1]
 
-    @property
-    def is_flow(self) -> bool:
-        """The grid's levels are rectified-flow levels (the network predicts a velocity)."""
-        return bool(self.alpha_src) and isinstance(self.alpha_src[0], Level) and self.alpha_src[0].prediction == "flow"
-
     @classmethod
     def from_sigmas(cls, sigmas: Sequence[float], times: Sequence[float]) -> Grid:
         """The rectified-flow grid over ascending noise levels σ_0 < … < σ_T (σ_0 = 0 is the data) with the network's

@@ -54,6 +54,22 @@ def test_the_step_is_euler_on_the_flow_path():
         assert torch.allclose(eps - x0, v, rtol=0, atol=1e-14)  # the velocity is ε − x₀
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "flow"])
+def test_every_prediction_kind_splits_into_the_data_and_the_noise_it_was_made_from(prediction):
+    """z = α·x₀ + σ·ε built by hand, the network's ideal output for each kind, and split() must give x₀ and ε back."""
+    gen = torch.Generator().manual_seed(4)
+    x0, noise = (torch.randn(2, 4, 8, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    for s in (0.1, 0.5, 0.9):
+        if prediction == "flow":
+            level, output = Level.flow(s), noise - x0
+        else:  # a VP level: α² + σ² = 1
+            level = Level(math.sqrt(1 - s**2), s, prediction)
+            output = noise if prediction == "epsilon" else level.alpha * noise - level.sigma * x0
+        z = level.alpha * x0 + level.sigma * noise
+        got_x0, got_noise = level.split(z, output)
+        assert torch.allclose(got_x0, x0, atol=1e-12, rtol=0) and torch.allclose(got_noise, noise, atol=1e-12, rtol=0)
+
+
 def test_euler_is_ddim_in_vp_coordinates():
     """flow-matching.md §1: with r(σ) = √((1−σ)² + σ²), ᾱ(σ) = (1−σ)²/r², DDIM on z/r with ε̂ = z + (1−σ)v is Euler."""
     gen = torch.Generator().manual_seed(3)
@@ -67,7 +83,7 @@ def test_euler_is_ddim_in_vp_coordinates():
 
 def test_flow_grid_levels_and_times():
     grid = Grid.from_sigmas(flow_sigmas(4), flow_sigmas(4))
-    assert grid.T == 4 and grid.is_flow and grid.time0 == 0.0
+    assert grid.T == 4 and grid.time0 == 0.0 and {lv.prediction for lv in grid.alpha_src} == {"flow"}
     assert [lv.sigma for lv in grid.alpha_src] == [0.0, 0.25, 0.5, 0.75]
     assert grid.timesteps == (0.25, 0.5, 0.75, 1.0) and grid.source_time(0) == 0.0 and grid.source_time(2) == 0.5
     levels, times = grid.levels()

@@ -34,6 +34,15 @@ def freeze_on(module: torch.nn.Module, device: torch.device, dtype: torch.dtype)
     return module.eval().requires_grad_(False)
 
 
+def set_tf32(*dtypes: torch.dtype) -> bool:
+    """TF32 matmuls and convolutions on CUDA only when no part runs in fp32: precision fp32 means fp32 (cuDNN's TF32,
+    on by default, would round to 10-bit mantissas). Returns whether TF32 is on."""
+    tf32 = all(d != torch.float32 for d in dtypes)
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    return tf32
+
+
 class InversionModel(ABC):
     """A latent diffusion model seen through the inversion protocol.
 

@@ -18,6 +18,13 @@ from easyinv.inversion import Denoiser, NullTextDenoiser
 __all__ = ["FluxDenoiser", "SD3Denoiser", "SD3NullTextDenoiser"]
 
 
+def _sd3_call(transformer: torch.nn.Module, x: Tensor, t: float, embeds: Tensor, pooled: Tensor) -> Tensor:
+    """One SD3 transformer call as the pipeline makes it: the float32 timestep 1000·σ for every row."""
+    timestep = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=x.device)
+    return transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=embeds, pooled_projections=pooled,
+                       return_dict=False)[0]
+
+
 class SD3Denoiser(Denoiser):
     """v(z, t) of an SD3 transformer with classifier-free guidance ``v_u + w (v_c − v_u)``.
 
@@ -46,10 +53,8 @@ class SD3Denoiser(Denoiser):
             pooled = torch.cat([self.neg_pooled[idx], self.pooled[idx]])
         else:
             embeds, pooled = self.embeds[idx], self.pooled[idx]
-        timestep = torch.full((x.shape[0],), float(t), dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            out = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=embeds,
-                                   pooled_projections=pooled, return_dict=False)[0]
+            out = _sd3_call(self.transformer, x, t, embeds, pooled)
         if self.both:
             uncond, cond = out.chunk(2)
             out = uncond + self.guidance_scale * (cond - uncond)
@@ -74,11 +79,7 @@ class SD3NullTextDenoiser(NullTextDenoiser):
         return self.null_embeds.float().clone()
 
     def _forward(self, z: Tensor, t: float, embeds: Tensor, pooled: Tensor) -> Tensor:
-        timestep = torch.full((z.shape[0],), float(t), dtype=torch.float32, device=self.device)
-        out = self.transformer(hidden_states=z.to(self.dtype), timestep=timestep,
-                               encoder_hidden_states=embeds.to(self.dtype), pooled_projections=pooled,
-                               return_dict=False)[0]
-        return out.to(z.dtype)
+        return _sd3_call(self.transformer, z.to(self.dtype), t, embeds.to(self.dtype), pooled).to(z.dtype)
 
     def predict(self, z: Tensor, t: float, rows: Tensor) -> tuple[Tensor, int]:
         idx = rows.to(self.device)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid, NullTextDenoiser
-from easyinv.models.base import InversionModel, check_fast_paths, freeze_on
+from easyinv.models.base import InversionModel, check_fast_paths, freeze_on, set_tf32
 from easyinv.models.loading import ModelNotFoundError, hub_offline
 from easyinv.validation import parse_dtype, resolve_device
 
@@ -155,19 +155,15 @@ def flow_grid(pipe: Any, family: str, steps: int, latent_hw: tuple[int, int]) ->
     config = scheduler.config
     h, w = latent_hw
     kwargs: dict[str, Any] = {}
+    if family == "flux" or config.get("use_dynamic_shifting", None):  # the resolution-dependent shift μ
+        patch = 2 if family == "flux" else int(pipe.transformer.config.patch_size)  # FLUX's packing, SD3's patches
+        tokens = (h // patch) * (w // patch)
+        kwargs["mu"] = calculate_shift(tokens, config.get("base_image_seq_len", 256),
+                                       config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                                       config.get("max_shift", 1.15 if family == "flux" else 1.16))  # each pipeline's
     if family == "flux":
-        sigmas = np.linspace(1.0, 1 / steps, steps)
-        tokens = (h // 2) * (w // 2)  # the packed 2×2 latent
-        mu = calculate_shift(tokens, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu, device="cpu")
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), device="cpu", **kwargs)
     else:
-        if config.get("use_dynamic_shifting", None):  # SD3.5 variants with dynamic shifting: the SD3 pipeline's mu
-            patch = int(pipe.transformer.config.patch_size)
-            tokens = (h // patch) * (w // patch)
-            kwargs["mu"] = calculate_shift(tokens, config.get("base_image_seq_len", 256),
-                                           config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                                           config.get("max_shift", 1.16))
         scheduler.set_timesteps(steps, device="cpu", **kwargs)
     sigmas_desc = scheduler.sigmas.tolist()  # T + 1 values, the last 0
     times_desc = scheduler.timesteps.tolist()
@@ -238,9 +234,7 @@ class FlowTransformerModel(InversionModel):
         if self.device.type != "cuda":
             note = f"requested compile={compile}, channels_last={channels_last}; not applied on {self.device.type}"
             return {"compile": "none", "channels_last": False, "note": note}
-        tf32 = self.transformer_dtype != torch.float32 and self.vae_dtype != torch.float32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        tf32 = set_tf32(self.transformer_dtype, self.vae_dtype)
         if compile != "none":
             self.transformer_fn = torch.compile(self.transformer, mode=None if compile == "default" else compile)
         return {"compile": compile, "channels_last": False, "tf32": tf32,

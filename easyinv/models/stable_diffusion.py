@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid
-from easyinv.models.base import InversionModel, check_fast_paths, freeze_on
+from easyinv.models.base import InversionModel, check_fast_paths, freeze_on, set_tf32
 from easyinv.models.conditioning import PromptEncoder, check_time_embedding, resolve_null_embedding
 from easyinv.models.denoisers import UNetDenoiser, UNetNullTextDenoiser
 from easyinv.models.loading import FAMILIES, Components, load_components
@@ -141,10 +141,7 @@ class StableDiffusionModel(InversionModel):
                                    "note": f"requested compile={compile}, channels_last={channels_last}; "
                                            f"not applied on {self.device.type}"}
             return dict(self.fast_paths)
-        # precision fp32 means fp32: cuDNN's TF32 convolutions (on by default) would round to 10-bit mantissas
-        tf32 = self.unet_dtype != torch.float32 and self.vae_dtype != torch.float32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        tf32 = set_tf32(self.unet_dtype, self.vae_dtype)
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
         if compile != "none":
