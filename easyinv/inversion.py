@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
@@ -37,6 +38,7 @@ __all__ = [
     "Level",
     "Method",
     "NullTextDenoiser",
+    "PhaseTimer",
     "StepContext",
     "TrajectoryWatch",
     "ddim_step",
@@ -314,6 +316,26 @@ class NullTextDenoiser(Denoiser):
             return eps_u + guidance_scale * (eps_c - eps_u), 2
 
         return self._counted(call, torch.arange(self.batch_size), z.is_cuda)
+
+
+class PhaseTimer:
+    """Wall time per phase, CUDA-synchronised so asynchronous kernels are charged to the phase that queued them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 # --------------------------------------------------------------------------------------------------------------------

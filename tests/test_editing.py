@@ -147,7 +147,7 @@ def test_editing_needs_an_sd_model_and_an_editing_dataset(tmp_path, tiny_model_c
     from easyinv.run.editing import EditJob
     from easyinv.validation import ConfigError
 
-    with pytest.raises(ConfigError, match="Stable Diffusion model"):
+    with pytest.raises(ConfigError, match="only Stable Diffusion 1.x / XL"):
         EditJob(_editing_demo_cfg(tmp_path, tiny_model_cache, "model=gaussian"), tmp_path / "a")
     with pytest.raises(ConfigError, match="editing dataset"):
         EditJob(_editing_demo_cfg(tmp_path, tiny_model_cache, "dataset=samples"), tmp_path / "b")

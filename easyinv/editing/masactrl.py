@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from easyinv.editing.attention import EditController, LayerInfo
-from easyinv.editing.editor import Editor
+from easyinv.editing.attention_editor import AttentionEditor
 from easyinv.editing.layout import RowLayout
 
 __all__ = ["MasaCtrlController", "MasaCtrlEditor"]
@@ -93,7 +93,7 @@ def _check_knobs(start_step: int, start_layer: int, layers: Sequence[str] | None
 
 
 @dataclass(frozen=True)
-class MasaCtrlEditor(Editor):
+class MasaCtrlEditor(AttentionEditor):
     """MasaCtrl editor settings (defaults: PnPInversion's PIE-Bench run: the source branch and the inversion use
     the empty prompt, the target the editing prompt); builds a controller per batch."""
 

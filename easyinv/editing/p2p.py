@@ -25,7 +25,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from easyinv.editing.attention import EditController, LayerInfo
-from easyinv.editing.editor import Editor
+from easyinv.editing.attention_editor import AttentionEditor
 from easyinv.editing.layout import RowLayout
 
 __all__ = ["P2PController", "P2PEditor", "cross_window", "equalizer", "refine_mapper",
@@ -411,7 +411,7 @@ class P2PController(EditController):
 
 
 @dataclass(frozen=True)
-class P2PEditor(Editor):
+class P2PEditor(AttentionEditor):
     """Prompt-to-Prompt editor settings (defaults: PnPInversion's PIE-Bench run); builds a controller per batch."""
 
     name: str = "p2p"

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from easyinv.data.base import Item
-from easyinv.editing.walk import EditUNet, edit, to_uint8_truncated
-from easyinv.inversion import FiniteWatch, invert_with
+from easyinv.editing.editor import EditBatch
+from easyinv.editing.walk import to_uint8_truncated
 from easyinv.metrics import to_uint8
 from easyinv.run.files import edit_png_path, recon_png_path, ref_png_path, save_png
-from easyinv.run.job_parts import PhaseTimer, bind_denoisers, build, per_image
+from easyinv.run.job_parts import PhaseTimer, bind_denoisers, build
 from easyinv.run.reconstruction import Job
 from easyinv.run.records import flatten
 from easyinv.validation import ConfigError
@@ -38,11 +38,16 @@ class EditJob(Job):
     prompt; the dataset must carry PIE-Bench's fields (``dataset=piebench`` or ``dataset=mini_piebench``)."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, overrides: Any = ()):
+        editor = build(cfg.edit)
+        if editor.num_steps is not None:  # the editor's protocol fixes T: recorded as the method's, hashed as such
+            with open_dict(cfg):
+                cfg.method.num_steps = int(editor.num_steps)
         super().__init__(cfg, run_dir, overrides)
-        self.editor = build(cfg.edit)
-        if cfg.model.get("family") not in ("sd1", "sdxl"):
-            raise ConfigError(f"edit={self.editor.name} needs a Stable Diffusion model (its attention is what the "
-                              f"editors control), got model={cfg.model.name}")
+        self.editor = editor
+        reason = editor.unsupported(cfg.model, self.method)
+        if reason:
+            raise ConfigError(f"edit={editor.name} does not run with model={cfg.model.name} and "
+                              f"method={self.method.name}: {reason}")
         if not hasattr(self.dataset, "edit_mask"):
             raise ConfigError(f"edit={self.editor.name} needs an editing dataset (dataset=piebench or mini_piebench), "
                               f"got dataset={cfg.dataset.name}")
@@ -79,58 +84,45 @@ class EditJob(Job):
     @torch.no_grad()
     def _compute(self, items: list[Item], images: np.ndarray, seeds: list[int], model: Any = None
                  ) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, np.ndarray]]]:
-        """One batch: invert with the editor's inversion prompt, edit, decode both branches, measure."""
+        """One batch: the editor inverts and edits; both branches are decoded and measured."""
         model = model if model is not None else self.model
-        editor, B = self.editor, len(items)  # noqa: N806
+        B = len(items)  # noqa: N806
         timer = PhaseTimer(self.device)
-        sources = [str(it.meta.get("source_prompt", "")) for it in items]
-        targets = [str(it.meta.get("target_prompt", "")) for it in items]
-        inv_prompts = editor.prompts(editor.inversion_prompt, sources)
-        src_prompts = editor.prompts(editor.source_prompt, sources)
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
         with timer("encode"):
             z0 = model.encode(x, seeds)
-        guidance = float(editor.invert_guidance)
-        den = bind_denoisers(model, inv_prompts, {"invert": guidance, "reconstruct": guidance})
-        watch = FiniteWatch(B, z0.device)
-        with timer("invert"):
-            inversion = invert_with(self.method, den, z0, self.grid, seeds, watch=watch)
-        controller = editor.controller(src_prompts, targets, [it.meta.get("blend_words") for it in items],
-                                       model.prompts.tokenizers[0], self.grid.T)
-        # a method may ask for its inversion prompt as the editing walk's negative prompt (negative-prompt inversion)
-        negative = inv_prompts if getattr(self.method, "negative_prompt_in_editing", False) else None
-        unet = EditUNet(model, src_prompts, targets, editor.guidance_scale,
-                        null_embeddings=inversion.state.get("null_embeddings"), negative_prompts=negative)
-        with timer("edit"):
-            outcome = edit(unet, controller, self.grid, inversion.trajectory, editor.source)
+        batch = EditBatch(model=model, method=self.method, grid=self.grid, z0=z0, seeds=tuple(int(s) for s in seeds),
+                          source_prompts=[str(it.meta.get("source_prompt", "")) for it in items],
+                          target_prompts=[str(it.meta.get("target_prompt", "")) for it in items],
+                          blend_words=[it.meta.get("blend_words") for it in items],
+                          denoisers=lambda prompts, guidance: bind_denoisers(model, prompts, guidance), timer=timer)
+        result = self.editor.edit(batch)
         with timer("decode"):
-            x_both = model.decode(torch.cat([outcome.z_source, outcome.z_target]))
+            x_both = model.decode(torch.cat([result.z_source, result.z_target]))
         finite = torch.isfinite(x_both).flatten(1).all(1).cpu()
         recon_u8, edit_u8 = np.split(self._to_uint8(x_both), 2)
-        notes = controller.report()
-        inv_steps = watch.steps()
         with timer("metrics"):
             recon_scores = self.metrics.measure(recon_u8, images)
             edit_scores = [self._edit_scores(item, edited) for item, edited in zip(items, edit_u8, strict=True)]
-        nfe_inv, nfe_off, nfe_edit = (per_image(n, B) for n in (den.nfe("invert"), outcome.nfe_offsets,
-                                                                    outcome.nfe_edit))
-        unet_s = (den.seconds + outcome.unet_seconds) / B
+        unet_s = result.network_seconds / B
         phases = {f"t_{k}": v / B for k, v in timer.seconds.items()}
         comparable = self.edit_metrics.comparable
+        notes, inv_steps = result.notes, result.invert_nonfinite
         out = []
         for b in range(B):
-            nfe = int(nfe_inv[b] + nfe_off[b] + nfe_edit[b])
+            nfe = int(result.nfe_invert[b] + result.nfe_offsets[b] + result.nfe_edit[b])
             row: dict[str, Any] = {
-                "nfe": nfe, "nfe_invert": int(nfe_inv[b]), "nfe_offsets": int(nfe_off[b]),
-                "nfe_edit": int(nfe_edit[b]), "state_bytes": inversion.state_bytes(), **phases,
-                "t_total": sum(phases.values()), "unet_seconds": unet_s, "ms_per_nfe": 1000 * unet_s / nfe,
+                "nfe": nfe, "nfe_invert": int(result.nfe_invert[b]), "nfe_offsets": int(result.nfe_offsets[b]),
+                "nfe_edit": int(result.nfe_edit[b]), "state_bytes": result.inversion.state_bytes(), **phases,
+                "t_total": sum(phases.values()), "unet_seconds": unet_s, "ms_per_nfe": 1000 * unet_s / max(nfe, 1),
                 "structure_comparable": bool(comparable.get("structure")),
                 "clip_comparable": bool(comparable.get("clip")),
                 "bg_lpips_comparable": bool(comparable.get("lpips")),
-                **_notes(notes[b] if b < len(notes) else {}),
+                **_notes(notes[b] if b < len(notes) else {}), **result.fields,
+                **(result.row_fields[b] if b < len(result.row_fields) else {}),
             }
             failure = (f"invert step {inv_steps[b]}" if inv_steps[b] >= 0 else
-                       f"edit step {outcome.first_nonfinite[b]}" if outcome.first_nonfinite[b] >= 0 else
+                       f"edit step {result.edit_nonfinite[b]}" if result.edit_nonfinite[b] >= 0 else
                        "decode" if not (finite[b] and finite[B + b]) else None)
             if failure:
                 row |= {"status": "nonfinite", "reason": "non-finite values in the edit", "first_failure": failure}

@@ -8,9 +8,7 @@ keeping them here, below both, is what lets a job kind be added without touching
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from easyinv.inversion import Denoisers
+from easyinv.inversion import Denoisers, PhaseTimer
 from easyinv.models.base import InversionModel
 from easyinv.validation import ConfigError
 
@@ -64,26 +62,6 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(cause, (ValueError, TypeError)):
             raise ConfigError(str(cause).splitlines()[0]) from cause
         raise
-
-
-class PhaseTimer:
-    """Wall time per phase, CUDA-synchronised so asynchronous kernels are charged to the phase that queued them."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        self._sync()
-        start = time.perf_counter()
-        yield
-        self._sync()
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 def bind_denoisers(model: InversionModel, prompts: list[str], guidance: dict[str, float]) -> Denoisers:
