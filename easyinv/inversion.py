@@ -41,6 +41,7 @@ __all__ = [
     "PhaseTimer",
     "StepContext",
     "TrajectoryWatch",
+    "as_level",
     "ddim_step",
     "invert",
     "invert_with",
@@ -177,7 +178,7 @@ def ddim_step(z: Tensor, eps: Tensor, a_src: float | Level, a_tgt: float | Level
     fixed-point and ReNoise averaging).
     """
     if isinstance(a_src, Level) or isinstance(a_tgt, Level):
-        src, tgt = _as_level(a_src), _as_level(a_tgt)
+        src, tgt = as_level(a_src), as_level(a_tgt)
         if src.prediction == tgt.prediction == "flow":
             return z + _euler_dt(src.sigma, tgt.sigma, z.dtype == torch.float64) * eps
         x0, noise = src.split(z, eps)
@@ -194,7 +195,7 @@ def _euler_dt(s: float, t: float, double: bool) -> float:
     return float(torch.tensor(t, dtype=ctype) - torch.tensor(s, dtype=ctype))
 
 
-def _as_level(a: float | Level) -> Level:
+def as_level(a: float | Level) -> Level:
     """A level; ᾱ is the VP level (√ᾱ, √(1−ᾱ)) with ε-prediction."""
     return a if isinstance(a, Level) else Level(alpha=float(a) ** 0.5, sigma=(1.0 - float(a)) ** 0.5)
 
@@ -237,6 +238,7 @@ class Denoiser(ABC):
         self.batch_size = batch_size
         self.nfe = torch.zeros(batch_size, dtype=torch.long)
         self.calls = 0
+        self.observer: Callable[[int | float], None] | None = None  # told each call's time (an editor's hooks)
         self._seconds = 0.0
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
@@ -256,6 +258,8 @@ class Denoiser(ABC):
             rows = torch.arange(self.batch_size)
         elif len(rows) != z.shape[0]:
             raise ValueError(f"rows has {len(rows)} entries for {z.shape[0]} latent rows")
+        if self.observer is not None:
+            self.observer(t)
         return self._counted(lambda: self.predict(z, network_time(t), rows), rows, z.is_cuda)
 
     def _counted(self, call: Callable[[], tuple[Tensor, int | Tensor]], rows: Tensor, cuda: bool) -> Tensor:
@@ -513,9 +517,11 @@ class Denoisers:
         self.phase = "invert"
         self._made: list[tuple[str, Denoiser]] = []
         self._bound: dict[str, Denoiser] = {}
+        self.observer: Callable[[int | float], None] | None = None  # handed to every denoiser made from now on
 
     def at(self, guidance: float, negative_prompts: Sequence[str] | None = None) -> Denoiser:
         eps = self._make(float(guidance), negative_prompts)
+        eps.observer = self.observer
         self._made.append((self.phase, eps))
         return eps
 

@@ -39,7 +39,9 @@ class EditJob(Job):
 
     def __init__(self, cfg: DictConfig, run_dir: Path, overrides: Any = ()):
         editor = build(cfg.edit)
-        if editor.num_steps is not None:  # the editor's protocol fixes T: recorded as the method's, hashed as such
+        # the editor's protocol fixes T (recorded and hashed as the method's), unless the method takes no step (an
+        # inversion-free editor such as FlowEdit runs with method=vae_only and builds its own grid)
+        if editor.num_steps is not None and int(cfg.method.get("num_steps", 0)) != 0:
             with open_dict(cfg):
                 cfg.method.num_steps = int(editor.num_steps)
         super().__init__(cfg, run_dir, overrides)
