@@ -1,0 +1,215 @@
+"""The flow editors (flow-matching.md §4): invariants that must hold whatever the weights, on tiny-flux / tiny-sd3 /
+tiny-sd and the closed-form flow model.
+
+Equal prompts give edit = reconstruction (RF-Inversion's controlled editing; Uni-Edit with ω = 0; V injection that
+injects nothing); V injection leaves the source branch bitwise equal to a run without hooks and really replaces V
+in the target's first steps; FlowEdit with equal prompts returns the source latent exactly, on flow models and in its
+ε-form on Stable Diffusion; batches equal single runs; editors refuse models they cannot serve.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from baselines.ddim import DDIM
+from easyinv.editing.editor import EditBatch
+from easyinv.editing.flowedit import FlowEditEditor, flow_coordinates, path_velocity
+from easyinv.editing.rf_edit import RFInversionEditor, controlled_sample
+from easyinv.editing.uni_edit import UniEditEditor, partial_grid, token_mask
+from easyinv.editing.v_inject import VInjectEditor
+from easyinv.inversion import Level, PhaseTimer, invert_with, reconstruct_with
+from easyinv.models.tiny import load_tiny
+from easyinv.run.job_parts import bind_denoisers
+
+SOURCE = ["a photo of a cat", "a red car on a road"]
+TARGET = ["a photo of a dog", "a blue car on a road"]
+
+
+@pytest.fixture(scope="module")
+def flux(tiny_model_cache):
+    return load_tiny("tiny-flux", cache_dir=tiny_model_cache, resolution=64, max_sequence_length=32)
+
+
+@pytest.fixture(scope="module")
+def sd3(tiny_model_cache):
+    return load_tiny("tiny-sd3", cache_dir=tiny_model_cache, resolution=64, max_sequence_length=32)
+
+
+def _batch(model, method, steps, sources=SOURCE, targets=TARGET, seeds=(3, 4), channels=16):
+    z0 = torch.randn(len(sources), channels, 8, 8, generator=torch.Generator().manual_seed(sum(seeds)))
+    return EditBatch(model=model, method=method, grid=model.grid(steps), z0=z0, seeds=tuple(seeds),
+                     source_prompts=list(sources), target_prompts=list(targets), blend_words=[None] * len(sources),
+                     denoisers=lambda p, g: bind_denoisers(model, p, g), timer=PhaseTimer(torch.device("cpu")))
+
+
+def _reconstruction(batch, editor, prompts, guidance, grid=None):
+    """The method's plain inversion (editor's prompt and guidance) and reconstruction, with no editor involved."""
+    grid = grid or batch.grid
+    w = float(editor.invert_guidance)
+    inv = invert_with(batch.method, batch.denoisers(editor.prompts(editor.inversion_prompt, batch.source_prompts),
+                                                    {"invert": w, "reconstruct": w}), batch.z0, grid, batch.seeds)
+    den = batch.denoisers(prompts, {"invert": guidance, "reconstruct": guidance})
+    den.phase = "reconstruct"
+    return inv, reconstruct_with(batch.method, den, inv, grid)
+
+
+def test_v_injection_leaves_the_source_branch_alone_and_replaces_v_in_the_first_steps(flux):
+    editor = VInjectEditor(num_steps=6, inject=2, blocks=(0, 1))
+    batch = _batch(flux, DDIM(num_steps=6, time="source"), 6)
+    result = editor.edit(batch)
+    inv, plain = _reconstruction(batch, editor, SOURCE, editor.source_w)
+    assert torch.equal(result.inversion.z_T, inv.z_T)  # recording V changes nothing
+    assert torch.equal(result.z_source, plain)  # bitwise a run without hooks
+    _, unedited = _reconstruction(batch, editor, TARGET, editor.guidance_scale)
+    assert not torch.allclose(result.z_target, unedited)  # the injected V acts
+    assert result.fields["v_injected_calls"] == 2  # Euler: one call per injected step, in each hooked block
+    per_eval = 2 * (flux.transformer.config.num_attention_heads * flux.transformer.config.attention_head_dim)
+    assert result.fields["v_cache_bytes"] > 0 and result.fields["v_cache_bytes"] % per_eval == 0
+    # with nothing injected and equal prompts the edit is the reconstruction, bitwise
+    same = VInjectEditor(num_steps=6, inject=0, blocks=(0, 1)).edit(_batch(flux, batch.method, 6, targets=SOURCE))
+    assert torch.equal(same.z_target, same.z_source)
+    assert (result.nfe_invert == 6).all() and (result.nfe_edit == 6).all()
+
+
+def test_v_injection_pairs_midpoint_calls_with_their_inversion_counterparts(flux):
+    """A solver with two calls per step (a midpoint): both are injected in each injected step."""
+
+    class Midpoint(DDIM):  # RF-Solver's rule written here, independently of baselines/, on the core's levels
+        def step(self, eps, z, i, grid, ctx):
+            a, b = grid.alpha_src[i], grid.alpha_tgt[i]
+            mid = Level.flow(0.5 * (a.sigma + b.sigma))
+            v0 = eps(z, grid.source_time(i))
+            from easyinv.inversion import ddim_step
+            return ddim_step(z, eps(ddim_step(z, v0, a, mid), 1000.0 * mid.sigma), a, b)
+
+    # only the inversion has midpoints here, so each injected sampling step finds its level call (1 per step)
+    result = VInjectEditor(num_steps=4, inject=3, blocks=(1,)).edit(_batch(flux, Midpoint(num_steps=4), 4))
+    assert result.fields["v_injected_calls"] == 3
+    assert (result.nfe_invert == 8).all()
+
+
+def test_uni_edit_with_omega_zero_and_equal_prompts_is_the_reconstruction(flux):
+    editor = UniEditEditor(num_steps=10, alpha=0.6, omega=0.0, token_patch=2)
+    batch = _batch(flux, DDIM(num_steps=10, time="source"), 10, targets=SOURCE)
+    result = editor.edit(batch)
+    assert torch.equal(result.z_target, result.z_source)
+    _, plain = _reconstruction(batch, editor, SOURCE, editor.guidance_scale, grid=partial_grid(batch.grid, 6))
+    assert torch.equal(result.z_source, plain)
+    assert (result.nfe_invert == 6).all() and (result.nfe_edit == 12).all()
+    edited = UniEditEditor(num_steps=10, token_patch=2).edit(_batch(flux, batch.method, 10))
+    assert not torch.allclose(edited.z_target, edited.z_source)
+
+
+def test_token_mask_is_a_per_image_min_max_over_patches():
+    v_s = torch.zeros(2, 4, 4, 4)
+    v_t = torch.zeros(2, 4, 4, 4)
+    v_t[0, :, :2, :2] = 3.0  # one 2×2 token of image 0 differs
+    m = token_mask(v_s, v_t, patch=2)
+    assert m.shape == (2, 1, 4, 4)
+    assert torch.equal(m[0, 0, :2, :2], torch.ones(2, 2)) and m[0, 0, 2:].abs().sum() == 0
+    assert torch.equal(m[1], torch.zeros(1, 4, 4))  # no difference anywhere: 0, not 0/0
+    v_t[0, 0, 3, 3] = 4.0
+    m = token_mask(v_s, v_t, patch=1)
+    assert m[0].max() == 1.0 and m[0].min() == 0.0  # the channel mean: 3 in the corner token, 4/4 at (3, 3)
+    assert torch.isclose(m[0, 0, 3, 3], torch.tensor(1 / 3))
+
+
+def test_rf_inversion_editing_with_equal_prompts_is_its_reconstruction(flux):
+    editor = RFInversionEditor(num_steps=8, guidance_scale=2.0)
+    result = editor.edit(_batch(flux, DDIM(num_steps=8, time="source"), 8, targets=SOURCE))
+    assert torch.equal(result.z_target, result.z_source)
+    assert (result.nfe_invert == 8).all() and (result.nfe_edit == 8).all()
+    assert result.fields["eta_steps"] == "0-2"
+
+
+def test_controlled_sampling_with_eta_one_lands_on_the_source(tiny_model_cache):
+    from easyinv.models.gaussian_flow import GaussianFlowModel
+
+    model = GaussianFlowModel(0.1, 0.4, shift=3.0, resolution=4, net_dtype=torch.float64, latent_dtype=torch.float64)
+    grid = model.grid(12)
+    y0 = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    z_T = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))  # noqa: N806
+    landed = controlled_sample(model.denoiser(["", ""], 1.0), z_T, y0, grid, 1.0, 0, grid.T)
+    assert (landed - y0).abs().max() < 1e-12
+    free = controlled_sample(model.denoiser(["", ""], 1.0), z_T, y0, grid, 0.0, 0, grid.T)
+    assert torch.equal(free, reconstruct_with(DDIM(num_steps=12), _den(model), _inv(z_T), grid))
+
+
+def _den(model):
+    from easyinv.inversion import Denoisers
+
+    den = Denoisers(lambda w, n: model.denoiser(["", ""], w), ["", ""], {"invert": 1.0, "reconstruct": 1.0})
+    den.phase = "reconstruct"
+    return den
+
+
+def _inv(z_T):  # noqa: N803
+    from easyinv.inversion import Inversion
+
+    return Inversion(z_T=z_T, trajectory=[z_T], nfe=torch.zeros(z_T.shape[0], dtype=torch.long))
+
+
+@pytest.mark.parametrize("which", ["flux", "sd3"])
+def test_flowedit_with_equal_prompts_returns_the_source_latent(which, flux, sd3):
+    model = {"flux": flux, "sd3": sd3}[which]
+    editor = FlowEditEditor(num_steps=6, n_max=5, guidance_scale=2.0, source_guidance=2.0)
+    result = editor.edit(_batch(model, None, 6, targets=SOURCE))
+    assert torch.equal(result.z_target, result.z_source)
+    edited = FlowEditEditor(num_steps=6, n_max=5).edit(_batch(model, None, 6))
+    assert not torch.allclose(edited.z_target, edited.z_source)
+    per_call = 2 if which == "sd3" else 1  # SD3's CFG doubles the rows
+    assert (edited.nfe_edit == 5 * 2 * per_call).all() and (edited.nfe_invert == 0).all()
+
+
+def test_flowedit_in_epsilon_form_on_stable_diffusion(tiny_sd):
+    same = FlowEditEditor(num_steps=6, n_max=4, guidance_scale=3.0, source_guidance=3.0)
+    result = same.edit(_batch(tiny_sd, None, 6, targets=SOURCE, channels=4))
+    assert torch.equal(result.z_target, result.z_source)
+    edited = FlowEditEditor(num_steps=6, n_max=4, n_min=1).edit(_batch(tiny_sd, None, 6, channels=4))
+    assert torch.isfinite(edited.z_target).all() and not torch.allclose(edited.z_target, edited.z_source)
+
+
+def test_the_velocity_in_flow_coordinates_is_the_authors_epsilon_form():
+    """ṽ_t − ṽ_s = [ε̂_t − ε̂_s − (z̃_e − x_src)]/(1 − s) on a VP level, with z_t − z_s = c·(z̃_e − x_src)."""
+    g = torch.Generator().manual_seed(0)
+    x_src, z_e, noise, e_s, e_t = (torch.randn(2, 4, 3, 3, dtype=torch.float64, generator=g) for _ in range(5))
+    abar = 0.37
+    c, s = flow_coordinates(abar)
+    z_s = c * ((1 - s) * x_src + s * noise)
+    z_t = z_s + c * (z_e - x_src)
+    ours = path_velocity(abar, z_t, e_t) - path_velocity(abar, z_s, e_s)
+    theirs = (e_t - e_s - (z_e - x_src)) / (1 - s)
+    assert torch.allclose(ours, theirs, atol=1e-12)
+    assert flow_coordinates(Level.flow(0.3)) == (1.0, 0.3)
+
+
+def test_flow_editors_batch_equals_singles(flux):
+    method = DDIM(num_steps=4, time="source")
+    for editor in (FlowEditEditor(num_steps=4, n_max=3), UniEditEditor(num_steps=4, token_patch=2),
+                   RFInversionEditor(num_steps=4), VInjectEditor(num_steps=4, inject=1, blocks=(1,))):
+        both = editor.edit(_batch(flux, method, 4, seeds=(5, 6)))
+        for b in range(2):
+            one = _batch(flux, method, 4, sources=SOURCE[b:b + 1], targets=TARGET[b:b + 1], seeds=(5 + b,))
+            one.z0 = _batch(flux, method, 4, seeds=(5, 6)).z0[b:b + 1]
+            single = editor.edit(one)
+            assert torch.allclose(single.z_target, both.z_target[b:b + 1], atol=1e-5), editor.name
+            assert torch.allclose(single.z_source, both.z_source[b:b + 1], atol=1e-5), editor.name
+
+
+def test_editors_refuse_models_and_methods_they_cannot_serve():
+    flux_cfg = OmegaConf.create({"name": "tiny-flux", "family": "flux", "path": "flow"})
+    sd3_cfg = OmegaConf.create({"name": "tiny-sd3", "family": "sd3", "path": "flow"})
+    sd_cfg = OmegaConf.create({"name": "tiny-sd", "family": "sd1"})
+    ddim = DDIM(num_steps=4)
+    assert "single-stream" in VInjectEditor().unsupported(sd3_cfg, ddim)
+    assert VInjectEditor().unsupported(flux_cfg, ddim) is None
+    assert "flow" in UniEditEditor().unsupported(sd_cfg, ddim)
+    assert "vae_only" in FlowEditEditor().unsupported(flux_cfg, ddim)
+    from baselines.vae_only import VAEOnly
+
+    assert FlowEditEditor().unsupported(sd_cfg, VAEOnly()) is None
+    from easyinv.editing.p2p import P2PEditor
+
+    assert "Stable Diffusion" in P2PEditor().unsupported(flux_cfg, ddim)
