@@ -37,11 +37,16 @@ NEED_SDXL = $(call need,$(SDXL),no SD-XL weights at $(SDXL): huggingface-cli dow
 NEED_SD3 = $(call need,$(SD3),no SD3-medium weights at $(SD3): huggingface-cli download stabilityai/stable-diffusion-3-medium-diffusers --local-dir $(SD3) (or MODEL_DIR=<folder holding it>))
 NEED_FLUX = $(call need,$(FLUX),no FLUX.1-dev weights at $(FLUX): huggingface-cli download black-forest-labs/FLUX.1-dev --local-dir $(FLUX) (or MODEL_DIR=<folder holding it>))
 NEED_COCO = $(call need,$(COCO_DIR)/annotations,no COCO-2017 at COCO_DIR=$(COCO_DIR): unpack annotations/$(comma) val2017/ and test2017/ there (README 'COCO-2017') or pass COCO_DIR=<folder>)
+define NEED_PIEBENCH
+$(call need,$(PIEBENCH_DIR)/mapping_file.json,no PIE-Bench at PIEBENCH_DIR=$(PIEBENCH_DIR) (mapping_file.json + annotation_images/): request it from the PnPInversion authors (README 'Editing') and pass PIEBENCH_DIR=<folder>)
+$(call need,$(MODEL_DIR)/dino_vitbase8_pretrain.pth,no DINO ViT-B/8 at $(MODEL_DIR)/dino_vitbase8_pretrain.pth: download https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth there)
+$(call need,$(MODEL_DIR)/clip-vit-large-patch14,no CLIP ViT-L/14 at $(MODEL_DIR)/clip-vit-large-patch14: huggingface-cli download openai/clip-vit-large-patch14 --local-dir $(MODEL_DIR)/clip-vit-large-patch14)
+endef
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo reproduce-piebench reproduce-table1-captions reproduce-table-flow test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
+.PHONY: help setup demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo editing-demo-flow reproduce-piebench reproduce-piebench-flow reproduce-table1-captions reproduce-table-flow test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
@@ -74,10 +79,22 @@ editing-demo: setup  ## editing benchmark offline: mini PIE-Bench, tiny-sd, {DDI
 
 reproduce-piebench: setup  ## PnPInversion Table 1 protocols on PIE-Bench, SD-1.4 (PIEBENCH_DIR=..., MODEL_DIR=...) → results/piebench/
 	$(NEED_SD14)
-	$(call need,$(PIEBENCH_DIR)/mapping_file.json,no PIE-Bench at PIEBENCH_DIR=$(PIEBENCH_DIR) (mapping_file.json + annotation_images/): request it from the PnPInversion authors (README 'Editing') and pass PIEBENCH_DIR=<folder>)
-	$(call need,$(MODEL_DIR)/dino_vitbase8_pretrain.pth,no DINO ViT-B/8 at $(MODEL_DIR)/dino_vitbase8_pretrain.pth: download https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth there)
-	$(call need,$(MODEL_DIR)/clip-vit-large-patch14,no CLIP ViT-L/14 at $(MODEL_DIR)/clip-vit-large-patch14: huggingface-cli download openai/clip-vit-large-patch14 --local-dir $(MODEL_DIR)/clip-vit-large-patch14)
+	$(NEED_PIEBENCH)
 	$(RUN) experiment=piebench paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
+
+editing-demo-flow: setup  ## flow editors offline: mini PIE-Bench on tiny-flux / tiny-sd3 (+ FlowEdit on tiny-sd), CPU → results/editing_demo_flow/
+	$(RUN) experiment=editing_demo_flow $(ARGS)
+	$(RUN) experiment=editing_demo_flow method=fireflow edit=v_inject edit.num_steps=8 edit.inject=1 $(ARGS)
+	$(RUN) experiment=editing_demo_flow model=tiny-sd3 edit=uni_edit,rf_inversion,flowedit $(ARGS)
+	$(RUN) experiment=editing_demo_flow model=tiny-sd edit=flowedit $(ARGS)
+
+reproduce-piebench-flow: setup  ## flow editors on PIE-Bench, FLUX.1-dev + SD3-medium (PIEBENCH_DIR=..., MODEL_DIR=...) → results/piebench_flow/
+	$(NEED_FLUX)
+	$(NEED_SD3)
+	$(NEED_PIEBENCH)
+	$(RUN) experiment=piebench_flow paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
+	$(RUN) experiment=piebench_flow method=fireflow edit=v_inject edit.num_steps=8 edit.inject=1 paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
+	$(RUN) experiment=piebench_flow model=sd3 edit=uni_edit,rf_inversion,flowedit paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
 
 reproduce-figures: setup  ## EasyInv Figs 1-5 on SD-1.4 + SD-XL fp16, bundled probes/photos (MODEL_DIR=...) → results/figures/
 	$(NEED_SD14)

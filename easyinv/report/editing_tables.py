@@ -37,6 +37,7 @@ EDIT_COLUMNS: tuple[tuple[str, str, float, bool, str | None], ...] = (
 )
 GROUP = ("dataset", "model", "protocol", "precision")
 PAPER_FILE = "piebench_table1.csv"
+PAPER_FILES = (PAPER_FILE, "piebench_flow.csv")  # PnPInversion's Table 1; the flow editors' papers (with NFE)
 
 
 def is_editing(df: pd.DataFrame) -> pd.Series:
@@ -45,9 +46,23 @@ def is_editing(df: pd.DataFrame) -> pd.Series:
 
 
 def load_paper_edits(paper_dir: str | Path | None = DEFAULT_PAPER_DIR) -> pd.DataFrame | None:
-    """PnPInversion's Table 1 (and EasyInv's secondary rows) as published, or None."""
-    path = Path(paper_dir) / PAPER_FILE if paper_dir is not None else None
-    return pd.read_csv(path) if path is not None and path.is_file() else None
+    """PnPInversion's Table 1 (and EasyInv's secondary rows) and the flow editors' published rows, or None."""
+    paths = [Path(paper_dir) / name for name in PAPER_FILES] if paper_dir is not None else []
+    frames = [pd.read_csv(p) for p in paths if p.is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _paper_match(paper: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """Published rows of the same protocol (a label's ``[edit overrides]`` left aside) and model, and, where the
+    paper gives one, the same NFE per image: one protocol published at two step counts (FireFlow 8 and 15) is two
+    settings, told apart by what they cost."""
+    head, _, editor = str(row["protocol"]).rpartition("+")
+    protocol = f"{head}+{editor.split('[', 1)[0]}"
+    match = paper[(paper["protocol"] == protocol) & (paper["model"] == row["model"])]
+    if "nfe" in match and len(match):
+        nfe = pd.to_numeric(match["nfe"], errors="coerce")
+        match = match[nfe.isna() | (nfe == round(float(row.get("nfe_mean", math.nan)), 6))]
+    return match
 
 
 def _flag(ok: pd.DataFrame, column: str | None) -> bool:
@@ -89,7 +104,7 @@ def editing_table(df: pd.DataFrame, paper: pd.DataFrame | None = None, by_type: 
     table["paper_source"] = None
     if paper is not None and not by_type:
         for i, row in table.iterrows():
-            match = paper[(paper["protocol"] == row["protocol"]) & (paper["model"] == row["model"])]
+            match = _paper_match(paper, row)
             if len(match):
                 for metric, *_ in EDIT_COLUMNS:
                     table.at[i, f"paper_{metric}"] = float(match.iloc[0].get(metric, math.nan))
@@ -160,8 +175,9 @@ def _notes(table: pd.DataFrame, paper: pd.DataFrame | None) -> list[str]:
         notes.append("† computed with random DINO / CLIP / LPIPS weights (edit_metrics.random_for_tests): not "
                      "comparable with published numbers; no difference computed.")
     if paper is not None and not table["paper_source"].notna().any():
-        notes.append("No row matches a published protocol on its model (the published rows are SD-1.4 / SD-1.5 on "
-                     f"all 700 images; see results/paper/{PAPER_FILE}).")
+        notes.append("No row matches a published protocol on its model (the published rows are SD-1.4 / SD-1.5, "
+                     "FLUX.1-dev and SD3 on all 700 images; see results/paper/"
+                     f"{' and '.join(PAPER_FILES)}).")
     return notes
 
 

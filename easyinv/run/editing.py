@@ -23,7 +23,7 @@ from easyinv.editing.editor import EditBatch
 from easyinv.editing.walk import to_uint8_truncated
 from easyinv.metrics import to_uint8
 from easyinv.run.files import edit_png_path, recon_png_path, ref_png_path, save_png
-from easyinv.run.job_parts import PhaseTimer, bind_denoisers, build
+from easyinv.run.job_parts import PhaseTimer, bind_denoisers, build, method_label
 from easyinv.run.reconstruction import Job
 from easyinv.run.records import flatten
 from easyinv.validation import ConfigError
@@ -54,7 +54,8 @@ class EditJob(Job):
             raise ConfigError(f"edit={self.editor.name} needs an editing dataset (dataset=piebench or mini_piebench), "
                               f"got dataset={cfg.dataset.name}")
         self.method_name = self.label
-        self.protocol = f"{self.label}+{self.editor.source}+{self.editor.name}"
+        editor_label = method_label(self.editor.name, overrides, group="edit", leave=("source",))
+        self.protocol = f"{self.label}+{self.editor.source}+{editor_label}"
         self.label = self.protocol  # names the PNG folders and the report's rows
         self.extra.update(flatten({"edit": OmegaConf.to_container(cfg.edit, resolve=True)}))
 

@@ -37,13 +37,17 @@ def image_seed(run_seed: int, item_id: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def method_label(name: str, overrides: Sequence[str]) -> str:
-    """``easyinv`` or, for a job with method overrides, ``easyinv[eta=0.3,k=2]`` (sweeps keep configs apart)."""
+def method_label(name: str, overrides: Sequence[str], group: str = "method", leave: Sequence[str] = ()) -> str:
+    """``easyinv`` or, for a job with method overrides, ``easyinv[eta=0.3,k=2]`` (sweeps keep configs apart).
+
+    ``group`` names the config group whose overrides are shown (``edit`` for an editor), ``leave`` the keys that
+    are already part of the label elsewhere (``source``: the editing protocol spells its policy out)."""
     parts = []
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
-        if key.startswith("method.") or key.startswith("method/"):
-            parts.append(o.lstrip("+~").removeprefix("method.").removeprefix("method/"))
+        for prefix in (f"{group}.", f"{group}/"):
+            if key.startswith(prefix) and key.removeprefix(prefix) not in leave:
+                parts.append(o.lstrip("+~").removeprefix(prefix))
     return f"{name}[{','.join(sorted(parts))}]" if parts else name
 
 
