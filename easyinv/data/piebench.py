@@ -89,6 +89,7 @@ class PieBenchDataset(Dataset):
                 "the data is distributed by the PnPInversion authors on request)")
         if not self.images_dir.is_dir():
             raise DatasetNotFoundError(f"PIE-Bench images folder not found: {self.images_dir}")
+        self.brackets = "stripped"  # every reference script deletes the bracket characters (recorded per edit row)
         self.edit_types = None if edit_types is None else sorted({int(t) for t in edit_types})
         if self.edit_types is not None and not set(self.edit_types) <= set(EDIT_TYPES):
             raise ValueError(f"dataset.edit_types must be within 0..9, got {list(edit_types or [])}")

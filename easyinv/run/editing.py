@@ -71,6 +71,10 @@ class EditJob(Job):
         row.update(protocol=self.protocol, editor=self.editor.name, source_policy=self.editor.source,
                    inversion=self.method_name, edit_type=item.meta.get("edit_type"),
                    source_prompt=item.meta.get("source_prompt"), target_prompt=item.meta.get("target_prompt"))
+        # what else moves published editing numbers (flow-matching.md §6): the prompts' brackets, the edit types run
+        types = getattr(self.dataset, "edit_types", None)
+        row.update(prompt_brackets=getattr(self.dataset, "brackets", "as given"),
+                   edit_type_set="all" if types is None else ",".join(str(t) for t in types))
         return row
 
     def _save_pngs(self, item: Item, ref: np.ndarray, rec: Any) -> None:
