@@ -81,6 +81,7 @@ reproduce-piebench: setup  ## PnPInversion Table 1 protocols on PIE-Bench, SD-1.
 	$(NEED_SD14)
 	$(NEED_PIEBENCH)
 	$(RUN) experiment=piebench paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
+	$(RUN) experiment=piebench edit=flowedit method=vae_only edit.source=free paths.models=$(MODEL_DIR) paths.piebench=$(PIEBENCH_DIR) $(ARGS)
 
 editing-demo-flow: setup  ## flow editors offline: mini PIE-Bench on tiny-flux / tiny-sd3 (+ FlowEdit on tiny-sd), CPU → results/editing_demo_flow/
 	$(RUN) experiment=editing_demo_flow $(ARGS)
