@@ -373,3 +373,40 @@ def test_the_blend_composes_through_the_runner(tmp_path):
     df = read_records(run_job(tmp_path, "model=gaussian_flow", "method=fireflow", "+method/blend=easyinv",
                               "method.blend.interval=[0.2,0.8]", "dataset.limit=1"))
     assert set(df.status) == {"ok"} and (df.nfe_invert == 9).all()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# FireFlow's published reconstruction rows beside the table
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_fireflows_table3_is_listed_for_flux_and_joined_only_in_its_own_setting(tmp_path):
+    from easyinv.report import DEFAULT_PAPER_DIR, load_paper, table1
+    from easyinv.report.tables import markdown_table
+    from easyinv.run.records import Record, RecordWriter
+
+    def records(label: str, dataset: str, model: str) -> None:
+        with RecordWriter(tmp_path / model / dataset / label / "records.jsonl") as writer:
+            for i in range(3):
+                writer.append(Record(
+                    item_id=f"img/{i}", method=label.split("[")[0], method_label=label, dataset=dataset, model=model,
+                    precision="bf16", config_hash=f"{label}-{dataset}-{model}", psnr=20.0 + i, ssim=0.7, lpips=0.2,
+                    latent_mse=0.001, nfe=18, t_invert=1.0, t_reconstruct=1.0, unet_seconds=1.5, t_total=3.0,
+                    warmup=False, lpips_comparable=True, device="cpu"))
+
+    records("fireflow[num_steps=8]", "dci1k", "flux")  # FireFlow's own setting: joined
+    records("fireflow", "coco2298", "flux")  # another data set and step count: listed, never joined
+    records("fireflow", "samples", "gaussian_flow")  # another model: not even listed
+    paper = load_paper(DEFAULT_PAPER_DIR)
+    assert list(paper["published"]["provenance"].unique()) == ["transcribed"]
+    t1 = table1(read_records(tmp_path), paper)
+    by = t1.set_index(["method_label", "dataset"])
+    assert by.loc[("fireflow[num_steps=8]", "dci1k"), "paper_psnr"] == 16.01
+    assert by.loc[("fireflow[num_steps=8]", "dci1k"), "diff_psnr"] == pytest.approx(21.0 - 16.01)
+    assert by.loc[[("fireflow", "coco2298"), ("fireflow", "samples")], "paper_psnr"].isna().all()
+    text = markdown_table(t1)
+    assert "ReFlow-Inv. (30 steps, 60 NFE): LPIPS 0.5044, SSIM 0.5632, PSNR 16.57" in text
+    assert "1k DCI images (not COCO), transcribed" in text and "(1 here)" in text
+    assert "Paper: EasyInv" not in text  # the EasyInv paper's setting is not claimed for FireFlow's row
+    demo = table1(read_records(tmp_path / "gaussian_flow"), paper)
+    assert demo.attrs["published"] is None and "Published reconstruction" not in markdown_table(demo)
