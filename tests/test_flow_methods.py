@@ -211,6 +211,31 @@ def test_nfe_per_image_is_the_readme_table(name):
     assert (den.nfe("invert").tolist(), den.nfe("reconstruct").tolist()) == tuple([n] * 2 for n in README_NFE[name])
 
 
+def test_the_readme_tables_say_these_counts():
+    """The README's flow table row of each method ends with its NFE at T = 28; the NFE-at-defaults table has the
+    counts of the YAML defaults (built from the configs, as the runner builds them)."""
+    import re
+    from pathlib import Path
+
+    from helpers import make_cfg
+
+    from easyinv.run.job_parts import build
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for name, (inv, rec) in README_NFE.items():
+        row = re.search(rf"^\| `{name}` \(.*\| {inv} \+ {rec} \|$", readme, flags=re.MULTILINE)
+        assert row, name
+    at_defaults = {"rf_solver": ("RF-Solver, T = 15", 30, 30), "fireflow": ("FireFlow, T = 8", 9, 9),
+                   "uni_inv": ("Uni-Inv, T = 15", 16, 15), "rf_inversion": ("RF-Inversion, T = 28", 28, 28)}
+    model = _model()
+    for name, (label, inv, rec) in at_defaults.items():
+        assert re.search(rf"^\| {re.escape(label)} \(flow\) \| {inv} \| {rec} \| \*\*{inv + rec}\*\*",
+                         readme, flags=re.MULTILINE), name
+        method = build(make_cfg(Path("/nonexistent"), "model=gaussian_flow", f"method={name}").method)
+        _, _, den = _run(model, method, _data(model, 1), method.num_steps)
+        assert (den.nfe("invert").item(), den.nfe("reconstruct").item()) == (inv, rec), name
+
+
 @pytest.mark.parametrize("T", [1, 2, 5])
 def test_fireflow_spends_one_nfe_per_step_after_the_first_and_rf_solver_two(T):  # noqa: N803
     model = _model()
