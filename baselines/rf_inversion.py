@@ -46,10 +46,14 @@ __all__ = [
 TIME_CONVENTIONS = ("sigma", "diffusers_community")
 
 
+NOISE_SALT = 21  # keeps y1 apart from other draws from the image's seed (a sampled VAE posterior draws it plain)
+
+
 def seeded_noise(like: Tensor, seeds: tuple[int, ...]) -> Tensor:
     """One N(0, I) sample per row of ``like`` ``(B, C, H, W)``, drawn on the CPU in float32 from that row's seed
-    alone (independent of the batch), returned in ``like``'s dtype and device."""
-    draws = [torch.randn(like.shape[1:], generator=torch.Generator().manual_seed(int(s)), dtype=torch.float32)
+    (salted) alone, so independent of the batch; returned in ``like``'s dtype and device."""
+    draws = [torch.randn(like.shape[1:], dtype=torch.float32,
+                         generator=torch.Generator().manual_seed((int(s) * 1_000_003 + NOISE_SALT) % (2**63 - 1)))
              for s in seeds]
     return torch.stack(draws).to(device=like.device, dtype=like.dtype)
 
