@@ -46,7 +46,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo editing-demo-flow reproduce-piebench reproduce-piebench-flow reproduce-table1-captions reproduce-table-flow test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
+.PHONY: help setup demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo editing-demo-flow reproduce-piebench reproduce-piebench-flow reproduce-table1-captions reproduce-table-flow reproduce-table-flow-methods test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
@@ -136,6 +136,12 @@ reproduce-table-flow: setup  ## the Table-1 protocol on SD3-medium and FLUX.1-de
 	$(NEED_FLUX)
 	$(NEED_COCO)
 	$(RUN) experiment=table_flow paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
+
+reproduce-table-flow-methods: setup  ## every flow inversion method (Euler, RF-Solver, FireFlow, Uni-Inv, RF-Inversion) on SD3-medium and FLUX.1-dev, T = 28 → results/table_flow_methods/
+	$(NEED_SD3)
+	$(NEED_FLUX)
+	$(NEED_COCO)
+	$(RUN) experiment=table_flow_methods paths.models=$(MODEL_DIR) paths.coco=$(COCO_DIR) $(ARGS)
 
 reproduce-table2: setup  ## EasyInv Table 2 (fp16 vs fp32; GPUS=N) → results/table2/
 	$(NEED_SD14)

@@ -26,7 +26,8 @@ def check_no_blend(name: str, blend: object) -> None:
     """Methods that own their walk cannot take EasyInv's blend (the shared walk applies it)."""
     if blend is not None:
         raise ValueError(f"method.blend: {name} walks the grid itself; the EasyInv blend composes only with "
-                         "ddim, renoise and fixed_point")
+                         "ddim, renoise, fixed_point and the flow methods that apply it in their own walk "
+                         "(rf_solver, fireflow, uni_inv, rf_inversion)")
 
 
 @dataclass(frozen=True)

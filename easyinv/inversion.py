@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "BlendWalk",
     "Blender",
     "Denoiser",
     "Denoisers",
@@ -124,6 +125,31 @@ class Grid:
     def source_time(self, i: int) -> int | float:
         """The network time of step ``i``'s source level (the latent's own level in inversion)."""
         return self.time0 if i == 0 else self.timesteps[i - 1]
+
+    def time_at(self, sigma: float) -> float:
+        """The network time input of any flow level σ, on or between this grid's levels (a midpoint, a paper's own
+        time feeding): the grid's own time at one of its levels, exactly, else σ times the grid's constant time/σ
+        scale (1 for ``model=gaussian_flow``, 1000 for SD3 and FLUX). Refuses a VP grid, whose integer timesteps
+        have no time between two levels that the network was trained on, and a flow grid without one scale."""
+        levels, times = self.levels()
+        if not levels or not all(isinstance(lv, Level) and lv.prediction == "flow" for lv in levels):
+            raise ValueError("Grid.time_at needs a non-empty flow grid (Level.flow levels); the VP path's integer "
+                             "timesteps have no network time between two levels")
+        sigma = float(sigma)
+        if not 0.0 <= sigma <= 1.0:
+            raise ValueError(f"Grid.time_at: a flow level must be in [0, 1], got {sigma}")
+        for lv, t in zip(levels, times, strict=True):
+            if lv.sigma == sigma:
+                return float(t)
+        return sigma * self._time_scale()
+
+    def _time_scale(self) -> float:
+        """The grid's time/σ ratio, the same at every level σ > 0 to float32 rounding, or a ValueError."""
+        levels, times = self.levels()
+        ratios = [float(t) / lv.sigma for lv, t in zip(levels, times, strict=True) if lv.sigma > 0]
+        if not ratios or max(ratios) - min(ratios) > 1e-6 * max(abs(r) for r in ratios):
+            raise ValueError(f"Grid.time_at: the grid's time inputs are not one constant multiple of σ ({ratios})")
+        return ratios[-1]
 
     @classmethod
     def from_sigmas(cls, sigmas: Sequence[float], times: Sequence[float]) -> Grid:
@@ -432,6 +458,37 @@ class Inversion:
         return sum(int(t.nelement() * t.element_size()) for t in (self.z_T, *self.state.values())) // b
 
 
+class BlendWalk:
+    """Where and how an inversion walk applies a method's blend (EasyInv): one place for the shared walk
+    (:func:`invert`) and for the methods that walk themselves, so the blend means the same under both.
+
+    Per iteration ``i``: ``z_in = step_input(i, z)`` is the latent the step starts from (under ``released``, inside
+    the window, ``z`` mixed with the previous step's input; the step's first prediction stays on the unblended
+    ``z``), and ``step_output(i, z_next, z)`` the latent the step hands on (under ``algorithm``, inside the window,
+    the step's output mixed with its unblended input). Without a blend both return their latent unchanged.
+    """
+
+    def __init__(self, blend: Blender | None, T: int):  # noqa: N803 - the paper's symbol
+        self.blend = blend
+        self.iterations = blend.iterations(T) if blend is not None else frozenset()
+        self._prev_in: Tensor | None = None
+
+    def step_input(self, i: int, z: Tensor) -> Tensor:
+        """The latent iteration ``i`` steps from (call once per iteration, in order)."""
+        z_in = z
+        if i in self.iterations and self.blend.variant == "released":
+            assert self._prev_in is not None  # blended iterations satisfy i > 0
+            z_in = self.blend.mix(z, self._prev_in)
+        self._prev_in = z_in
+        return z_in
+
+    def step_output(self, i: int, z_next: Tensor, z: Tensor) -> Tensor:
+        """The latent iteration ``i`` hands on, from its output ``z_next`` and its unblended input ``z``."""
+        if i in self.iterations and self.blend.variant == "algorithm":
+            return self.blend.mix(z_next, z)
+        return z_next
+
+
 def invert(
     method: Method,
     eps: Denoiser,
@@ -451,22 +508,14 @@ def invert(
     if seeds is None:
         seeds = tuple(range(z0.shape[0]))
     seeds = tuple(int(s) for s in seeds)
-    blend = getattr(method, "blend", None)
-    blended = blend.iterations(grid.T) if blend is not None else frozenset()
+    walk = BlendWalk(getattr(method, "blend", None), grid.T)
     nfe_start = eps.nfe.clone()
     z = z0
-    prev_in: Tensor | None = None
     trajectory = [z0]
     for i in range(grid.T):
-        z_in = z
-        if i in blended and blend.variant == "released":
-            assert prev_in is not None  # blended iterations satisfy i > 0
-            z_in = blend.mix(z, prev_in)
+        z_in = walk.step_input(i, z)
         z_next = method.step(eps, z_in, i, grid, StepContext(z_query=z, z0=z0, seeds=seeds))
-        if i in blended and blend.variant == "algorithm":
-            z_next = blend.mix(z_next, z)
-        prev_in = z_in
-        z = z_next
+        z = walk.step_output(i, z_next, z)
         trajectory.append(z)
         if watch is not None:
             watch.see(z, i + 1)

@@ -12,9 +12,12 @@ from baselines.belm import BELM
 from baselines.ddim import DDIM
 from baselines.edict import EDICT
 from baselines.fixed_point import FixedPoint
+from baselines.midpoint import Midpoint
 from baselines.negative_prompt import NegativePrompt
 from baselines.null_text import NullText
 from baselines.renoise import ReNoise
+from baselines.rf_inversion import RFInversion
+from baselines.uni_inv import UniInv
 from baselines.vae_only import VAEOnly
 from easyinv.method import EasyInv
 
@@ -23,6 +26,7 @@ __all__ = ["METHODS", "make_method"]
 METHODS: dict[str, type] = {
     "vae_only": VAEOnly,
     "ddim": DDIM,
+    "euler": DDIM,
     "easyinv": EasyInv,
     "renoise": ReNoise,
     "fixed_point": FixedPoint,
@@ -31,11 +35,18 @@ METHODS: dict[str, type] = {
     "edict": EDICT,
     "bdia": BDIA,
     "belm": BELM,
+    "rf_solver": Midpoint,
+    "fireflow": Midpoint,
+    "uni_inv": UniInv,
+    "rf_inversion": RFInversion,
 }
+# names whose class needs more than the name to be that method (the YAML's switches)
+PRESETS: dict[str, dict[str, Any]] = {"euler": {"time": "source"}, "rf_solver": {"reuse": False},
+                                      "fireflow": {"reuse": True}}
 
 
 def make_method(name: str, **fields: Any) -> Any:
     """Build the method registered as ``name`` with the given fields (validated by the method itself)."""
     if name not in METHODS:
         raise ValueError(f"method.name must be one of {list(METHODS)}, got {name!r}")
-    return METHODS[name](name=name, **fields)
+    return METHODS[name](name=name, **{**PRESETS.get(name, {}), **fields})

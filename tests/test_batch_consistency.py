@@ -38,8 +38,9 @@ def build(*extra: str):
 
 
 def test_every_method_file_is_covered():
-    assert METHOD_FILES == ["bdia", "belm", "ddim", "easyinv", "edict", "euler", "fixed_point", "negative_prompt",
-                            "null_text", "renoise", "vae_only"]
+    assert METHOD_FILES == ["bdia", "belm", "ddim", "easyinv", "edict", "euler", "fireflow", "fixed_point",
+                            "negative_prompt", "null_text", "renoise", "rf_inversion", "rf_solver", "uni_inv",
+                            "vae_only"]
     assert (CONFIGS / "method" / "blend" / "easyinv.yaml").exists()
 
 
@@ -61,6 +62,13 @@ CASES = [
     ["method=bdia", "method.gamma=0.94"],
     ["method=belm"],
     ["method=null_text", "method.num_steps=10"],
+    ["method=uni_inv"],
+    ["method=uni_inv", "+method/blend=easyinv"],
+    # the flow-only methods on the closed-form flow model (the tiny transformers: tests/test_flow_methods.py)
+    ["model=gaussian_flow", "method=rf_solver"],
+    ["model=gaussian_flow", "method=fireflow", "+method/blend=easyinv", "method.blend.interval=[0.2,0.8]"],
+    ["model=gaussian_flow", "method=rf_inversion"],
+    ["model=gaussian_flow", "method=rf_inversion", "method.stop=1.0", "method.time_convention=diffusers_community"],
 ]
 
 

@@ -189,7 +189,8 @@ def test_table1_captions_preset_composes_with_every_method():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose("config", overrides=["experiment=table1_captions"], return_hydra_config=True)
     methods = str(cfg.hydra.sweeper.params.method).split(",")
-    # every method, none missing, none unknown; euler is the flow models' baseline (on SD: DDIM at the source time)
-    assert set(methods) == set(group_choices("method")) - {"euler"}
+    # every method, none missing, none unknown; euler is the flow models' baseline (on SD: DDIM at the source time),
+    # and the flow inversion methods have their own table (experiment=table_flow_methods)
+    assert set(methods) == set(group_choices("method")) - {"euler", "rf_solver", "fireflow", "uni_inv", "rf_inversion"}
     assert list(cfg.dataset.splits) == ["val2017"] and cfg.dataset.prompt == "caption"
     assert (cfg.guidance.invert, cfg.guidance.reconstruct) == (1.0, 7.5)

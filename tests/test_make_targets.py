@@ -30,7 +30,7 @@ SMALL_ARGS = {
 }
 # Need the user's data or weights: on a fresh clone they must fail, in one line.
 DATA_BOUND = {"reproduce-table1", "reproduce-table1-captions", "reproduce-table2", "reproduce-piebench",
-              "reproduce-table-flow", "reproduce-figures", "tables", "check"}
+              "reproduce-table-flow", "reproduce-table-flow-methods", "reproduce-figures", "tables", "check"}
 # Not run here: the test suites (this test is part of them), and the GPU check when a GPU would make it run for real.
 NOT_RUN = {"test": "runs this test", "test-slow": "runs this test"}
 

@@ -28,7 +28,9 @@ from easyinv.report.summary import summarize
 __all__ = [
     "CSV_COLUMNS",
     "PAPER_SETTINGS",
+    "PUBLISHED_RECONSTRUCTION",
     "compare_tables",
+    "join_published",
     "load_paper",
     "markdown_table",
     "table1",
@@ -75,6 +77,10 @@ def load_paper(paper_dir: str | Path | None) -> dict[str, pd.DataFrame]:
             tables[name] = t
         else:
             log.info("no published numbers at %s", path)
+    published = [pd.read_csv(Path(paper_dir) / f"{name}.csv") for name in PUBLISHED_RECONSTRUCTION
+                 if (Path(paper_dir) / f"{name}.csv").is_file()]
+    if published:
+        tables["published"] = pd.concat(published, ignore_index=True)
     return tables
 
 
@@ -108,7 +114,34 @@ def _join_paper(summary: pd.DataFrame, paper: pd.DataFrame | None, on_precision:
 def table1(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Table 1: one row per method configuration (dataset, model, label, precision, device), paper numbers beside."""
     summary = _ordered(summarize(df), precision_first=True)
-    return _join_paper(summary, (paper or {}).get("table1"), on_precision=False)
+    joined = _join_paper(summary, (paper or {}).get("table1"), on_precision=False)
+    return join_published(joined, (paper or {}).get("published"))
+
+
+# other papers' reconstruction rows (results/paper/<name>.csv: method, model, dataset, label, steps, nfe, lpips, ssim,
+# psnr, source, table, setting, provenance), listed under Table 1 of runs on their model
+PUBLISHED_RECONSTRUCTION = ("fireflow_table3",)
+
+
+def join_published(table: pd.DataFrame, published: pd.DataFrame | None) -> pd.DataFrame:
+    """Other papers' reconstruction rows beside Table 1: the rows for a model in ``table`` are kept in
+    ``attrs["published"]`` (the notes list them with their setting), and a row's numbers fill the paper columns of a
+    configuration with the same ``method_label`` (which carries a changed step count), model and dataset only."""
+    out = table.copy()
+    out.attrs = dict(table.attrs)
+    rows = None if published is None else published[published["model"].isin(out["model"].astype(str))]
+    out.attrs["published"] = rows if rows is not None and len(rows) else None
+    matched = []
+    for i in out.index if rows is not None else ():
+        match = rows[(rows["method"].str.lower() == str(out.at[i, "method_label"]).lower())
+                     & (rows["model"] == str(out.at[i, "model"])) & (rows["dataset"] == str(out.at[i, "dataset"]))]
+        if len(match) and out.loc[i, ["paper_lpips", "paper_ssim", "paper_psnr"]].isna().all():
+            for col in ("lpips", "ssim", "psnr"):
+                out.at[i, f"paper_{col}"] = float(match.iloc[0][col])
+                out.at[i, f"diff_{col}"] = out.at[i, f"{col}_mean"] - out.at[i, f"paper_{col}"]
+            matched.append(i)
+    out.attrs["published_matched"] = matched
+    return out
 
 
 def table2(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame | None:
@@ -175,7 +208,8 @@ def _notes(table: pd.DataFrame, paper_setting: str) -> list[str]:
              "error, skipped), ok images flagged degenerate (flat reconstruction of a textured image), and ok images "
              "that needed the fp32 retry."]
     paper = table.attrs.get("paper")
-    if table[[c for c in table.columns if c.startswith("paper_")]].notna().any().any():
+    own = table.drop(index=table.attrs.get("published_matched", []))
+    if own[[c for c in own.columns if c.startswith("paper_")]].notna().any().any():
         notes.append(f"Paper: {paper_setting}. Δ = ours − paper.")
     elif paper is not None and len(paper):
         published = "; ".join(
@@ -185,6 +219,14 @@ def _notes(table: pd.DataFrame, paper_setting: str) -> list[str]:
                      f"published: {published}.")
     if (table["lpips_mean"].notna() & ~table["lpips_comparable"]).any():
         notes.append(f"† {DAGGER_NOTE}")
+    published = table.attrs.get("published")
+    if published is not None:
+        listed = "; ".join(f"{r.label} ({r.steps} steps, {r.nfe} NFE): LPIPS {r.lpips:.4f}, SSIM {r.ssim:.4f}, "
+                           f"PSNR {r.psnr:.2f} [{r.source}, {r.table}, {r.setting}, {r.provenance}]"
+                           for r in published.itertuples())
+        joined = len(table.attrs.get("published_matched", []))
+        notes.append(f"Published reconstruction rows on this model, in paper columns only for a row of the same "
+                     f"method, step count, model and dataset ({joined} here): {listed}.")
     return notes
 
 
