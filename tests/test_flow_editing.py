@@ -131,9 +131,9 @@ def test_controlled_sampling_with_eta_one_lands_on_the_source(tiny_model_cache):
     grid = model.grid(12)
     y0 = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     z_T = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))  # noqa: N806
-    landed = controlled_sample(model.denoiser(["", ""], 1.0), z_T, y0, grid, 1.0, 0, grid.T)
+    landed = controlled_sample(model.denoiser(["", ""], 1.0), z_T, y0, grid, 1.0, 0.0, 1.0)
     assert (landed - y0).abs().max() < 1e-12
-    free = controlled_sample(model.denoiser(["", ""], 1.0), z_T, y0, grid, 0.0, 0, grid.T)
+    free = controlled_sample(model.denoiser(["", ""], 1.0), z_T, y0, grid, 0.0, 0.0, 1.0)
     assert torch.equal(free, reconstruct_with(DDIM(num_steps=12), _den(model), _inv(z_T), grid))
 
 

@@ -15,23 +15,23 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from baselines.rf_inversion import eta_schedule, rf_inversion_reverse_step
 from easyinv.editing.editor import EditBatch, EditResult
 from easyinv.editing.flow_editor import FlowEditor
-from easyinv.inversion import Denoiser, FiniteWatch, Grid, ddim_step
+from easyinv.inversion import Denoiser, FiniteWatch, Grid
 
 __all__ = ["RFInversionEditor", "controlled_sample"]
 
 
-def controlled_sample(eps: Denoiser, z_T: Tensor, y0: Tensor, grid: Grid, eta: float, start: int, stop: int,  # noqa: N803
-                      watch: FiniteWatch | None = None) -> Tensor:
-    """RF-Inversion's controlled reverse ODE from ``z_T`` over a flow ``grid`` toward ``y0``, η in [start, stop)."""
+def controlled_sample(eps: Denoiser, z_T: Tensor, y0: Tensor, grid: Grid, eta: float, start: float,  # noqa: N803
+                      stop: float, watch: FiniteWatch | None = None) -> Tensor:
+    """RF-Inversion's controlled reverse ODE from ``z_T`` over a flow ``grid`` toward ``y0``, η in the sampling steps
+    [int(start·T), int(stop·T)) (``baselines.rf_inversion``'s step and window, so method and editor agree)."""
     z = z_T
+    etas = eta_schedule(grid.T, eta, start, stop)
     for n, i in enumerate(reversed(range(grid.T))):
         here, there = grid.alpha_tgt[i], grid.alpha_src[i]
-        v = eps(z, grid.timesteps[i])
-        if start <= n < stop and eta:
-            v = v + eta * ((z - y0) / here.sigma - v)
-        z = ddim_step(z, v, here, there)
+        z = rf_inversion_reverse_step(z, eps(z, grid.timesteps[i]), y0, here, there, etas[n])
         if watch is not None:
             watch.see(z, n + 1)
     return z
@@ -62,15 +62,15 @@ class RFInversionEditor(FlowEditor):
     def edit(self, batch: EditBatch) -> EditResult:
         B, grid = len(batch.source_prompts), batch.grid  # noqa: N806
         inversion, den_inv, watch_inv = self.invert(batch, grid)
-        window = int(float(self.start) * grid.T), int(float(self.stop) * grid.T)
+        window = int(float(self.start) * grid.T), int(float(self.stop) * grid.T)  # recorded as eta_steps
         branches = []
         for phase, prompts, w in (("source", self.prompts(self.source_prompt, batch.source_prompts), self.source_w),
                                   ("edit", list(batch.target_prompts), float(self.guidance_scale))):
             den = self.denoisers(batch, prompts, w)
             watch = FiniteWatch(B, batch.z0.device)
             with batch.timer(phase):
-                z = controlled_sample(den.for_phase(), inversion.z_T, batch.z0, grid, float(self.eta), *window,
-                                      watch=watch)
+                z = controlled_sample(den.for_phase(), inversion.z_T, batch.z0, grid, float(self.eta),
+                                      float(self.start), float(self.stop), watch=watch)
             branches.append((z, den, watch))
         (z_src, den_src, _), (z_tgt, den_tgt, watch_tgt) = branches
         return EditResult(inversion=inversion, z_source=z_src, z_target=z_tgt,
