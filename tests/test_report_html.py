@@ -10,9 +10,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from easyinv.report import main, write_report
+from easyinv.report.paired import PairedSettings
 from easyinv.run.files import recon_png_path, ref_png_path, save_png, thumb_path
 from easyinv.run.records import Record, RecordWriter
 
@@ -137,3 +139,43 @@ def test_thumbnails_are_made_once_and_the_cli_writes_the_page(report, capsys):
                  "--bootstrap", "200"]) == 0
     assert thumb.stat().st_mtime == 1e10
     assert "html: " in capsys.readouterr().out and (root / "again" / "report.html").is_file()
+
+
+def test_editing_runs_get_paired_columns_and_an_editing_view(tmp_path):
+    from easyinv.run.files import edit_png_path
+
+    rng = np.random.default_rng(1)
+    protocols = ("ddim+free+p2p", "easyinv+free+p2p")
+    for k, protocol in enumerate(protocols):
+        run = tmp_path / "runs" / protocol
+        with RecordWriter(run / "records.jsonl") as writer:
+            for i in range(8):
+                item = f"{i:012d}"
+                image = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
+                for path in (ref_png_path(run, item), recon_png_path(run, protocol, item),
+                             edit_png_path(run, protocol, item)):
+                    save_png(image, path)
+                metrics = {"structure_distance": 0.02 - 0.005 * k + 0.001 * rng.random(), "psnr_unedit_part": 25.0,
+                           "lpips_unedit_part": 0.1, "mse_unedit_part": 0.01, "ssim_unedit_part": 0.8,
+                           "clip_similarity_target_image": 25.0, "clip_similarity_target_image_edit_part": 22.0,
+                           "clip_similarity_source_image": 20.0}
+                writer.append(Record(
+                    item_id=item, method=protocol.split("+")[0], method_label=protocol, dataset="piebench",
+                    model="tiny-sd", precision="fp32", config_hash=protocol, device="cpu", psnr=30.0, nfe=100,
+                    t_total=1.0, warmup=i == 0,
+                    extra={"protocol": protocol, "edit_type": i % 2, **metrics}))
+    written = write_report([tmp_path / "runs"], tmp_path / "report", paper_dir=None, html=True,
+                           paired=PairedSettings(bootstrap=200))
+    text = written["editing_md"].read_text()
+    assert "Pairs vs ddim+free+p2p" in text and "Δ Structure vs ddim+free+p2p" in text
+    table = pd.read_csv(written["editing_csv"]).set_index("protocol")
+    row = table.loc["easyinv+free+p2p"]  # structure ×10³: about 5 lower on all 8 images
+    assert row["pair_structure_distance_delta"] == pytest.approx(
+        row["structure_distance_mean"] - table.loc["ddim+free+p2p", "structure_distance_mean"], abs=1e-4)
+    assert row["pair_structure_distance_win"] == 1.0 and row["pair_structure_distance_significant"] == 1
+    assert f"| {row['pair_structure_distance_delta']:+.2f}* |" in text
+    parser = StrictParser()
+    parser.feed(written["html"].read_text(encoding="utf-8"))
+    data = json.loads("".join(parser.json))
+    assert data["kinds"] == ["recon", "edit"] and data["methods"] == list(protocols)
+    assert all(cell[3][0] >= 0 and cell[3][1] >= 0 for cells in data["cells"] for cell in cells)
