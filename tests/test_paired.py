@@ -115,3 +115,11 @@ def test_baseline_none_adds_no_columns_and_table2_pairs_precisions():
     assert t2.loc[("easyinv", "fp16"), "pair_baseline"] == "fp32"
     assert math.isnan(t2.loc[("easyinv", "fp32"), "pair_psnr_delta"])
     assert "Δ PSNR vs fp32" in markdown_table(t2.reset_index(), "table2")
+
+
+def test_a_missing_identity_value_does_not_compare_the_baseline_with_itself():
+    values = _shifted(seed=4, shift=0.5)
+    df = pd.DataFrame(_records(values)).assign(device=None)  # an old record without a device
+    table = table1(df, paired=FAST).set_index("label")
+    assert math.isnan(table.loc["ddim", "pair_psnr_delta"]) and pd.isna(table.loc["ddim", "pair_baseline"])
+    assert table.loc["easyinv", "pair_psnr_delta"] == pytest.approx((values["easyinv"] - values["ddim"]).mean())

@@ -153,8 +153,8 @@ def paired_columns(
         series = pd.to_numeric(rows[metric], errors="coerce").astype("float64") * scale.get(metric, 1.0)
         return series.groupby(rows["item_id"].to_numpy()).mean()
 
-    for _, positions in pd.Series(range(len(table))).groupby(
-            [table[c].astype(str).to_numpy() for c in cell], sort=False):
+    cells = [table[c].map(str).to_numpy(dtype=object) for c in cell]  # a missing value ("nan") is a cell too
+    for _, positions in pd.Series(range(len(table))).groupby(cells, sort=False, dropna=False):
         rows = table.iloc[positions.to_numpy()]
         base = rows[rows[member].astype(str) == str(baseline)]
         if base.empty and baseline_column:
@@ -162,8 +162,7 @@ def paired_columns(
         if base.empty:
             continue
         base_key = tuple(base.iloc[0][[*cell, member]])
-        compared = [int(p) for p, (_, r) in zip(positions, rows.iterrows(), strict=True)
-                    if not (r[[*cell, member]] == base.iloc[0][[*cell, member]]).all()]
+        compared = [int(p) for p in positions if table.index[p] != base.index[0]]  # by row, so NaN keys are safe
         for metric, lower in metrics.items():
             if metric not in ok.columns:
                 continue
