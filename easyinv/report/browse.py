@@ -92,14 +92,14 @@ def per_image_data(
     """
     out_dir = Path(out_dir)
     df = df.copy()
-    df[member] = df[member].where(df[member].notna(), df["method"]).astype(str)
+    df[member] = df[member].where(df[member].notna(), df["method"]).map(str)
     if member == "method_label":
         df = figure_labels(df)
     else:
         df["label"] = df[member]
         for key in ("model", "precision"):
             if df[key].nunique(dropna=False) > 1:
-                df["label"] = df["label"] + " · " + df[key].astype(str)
+                df["label"] = df["label"] + " · " + df[key].map(str)
     methods = labels_in_order(df)
     column = {label: i for i, label in enumerate(methods)}
     items = list(dict.fromkeys(df["item_id"].astype(str)))
