@@ -151,16 +151,16 @@ def display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
             cols[style.escape(f"Δ {name}")] = [number(v, 2, style, signed=True) for v in diffs]
     if "pair_baseline" in table.columns and table["pair_baseline"].notna().any():
         baseline = str(table["pair_baseline"].dropna().iloc[0])
-        cols[style.escape(f"Pairs vs {baseline}")] = [_pairs(r) for _, r in table.iterrows()]
+        cols[style.escape(f"Pairs vs {baseline}")] = [_pairs(r, style) for _, r in table.iterrows()]
         for metric, header, *_ in EDIT_COLUMNS:
             name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
             cols[style.escape(f"Δ {name} vs {baseline}")] = [_pair_delta(r, metric, style) for _, r in table.iterrows()]
     return pd.DataFrame(cols)
 
 
-def _pairs(row: pd.Series) -> str:
+def _pairs(row: pd.Series, style: Style) -> str:
     if pd.isna(row["pair_baseline"]):
-        return "—"
+        return style.missing
     n = [int(row[f"pair_{m}_n"]) for m, *_ in EDIT_COLUMNS if pd.notna(row[f"pair_{m}_n"])]
     out = [int(row[f"pair_{m}_left_out"]) for m, *_ in EDIT_COLUMNS if pd.notna(row[f"pair_{m}_left_out"])]
     text = str(max(n, default=0))

@@ -183,9 +183,9 @@ def _pair_cell(row: pd.Series, metric: str, style: Style) -> str:
     return text
 
 
-def _pairs_cell(row: pd.Series, metrics: tuple[str, ...]) -> str:
+def _pairs_cell(row: pd.Series, metrics: tuple[str, ...], style: Style) -> str:
     if row.get("pair_baseline") is None or pd.isna(row.get("pair_baseline")):
-        return "—"
+        return style.missing
     n = max(int(row[f"pair_{m}_n"]) for m in metrics if pd.notna(row[f"pair_{m}_n"]))
     left_out = max(int(row[f"pair_{m}_left_out"]) for m in metrics if pd.notna(row[f"pair_{m}_left_out"]))
     return f"{n} ({left_out} left out)" if left_out else str(n)
@@ -229,7 +229,7 @@ def _display(table: pd.DataFrame, style: Style) -> pd.DataFrame:
                                                for v in table[f"diff_{metric}"]]
     baseline = pair_baseline(table)
     if baseline is not None:
-        cols[style.escape(f"Pairs vs {baseline}")] = [_pairs_cell(r, QUALITY) for _, r in table.iterrows()]
+        cols[style.escape(f"Pairs vs {baseline}")] = [_pairs_cell(r, QUALITY, style) for _, r in table.iterrows()]
         for metric in QUALITY:
             cols[style.escape(f"Δ {metric.upper()} vs {baseline}")] = [
                 _pair_cell(r, metric, style) for _, r in table.iterrows()]
