@@ -15,16 +15,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 DRIVER = shutil.which("chromedriver")
+pytestmark = [pytest.mark.slow, pytest.mark.browser,
+              pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                                 reason="no chromium/chromedriver installed (make setup-browser installs them)")]
 
 
 def _browser():
-    if CHROMIUM is None or DRIVER is None:
-        pytest.skip("no chromium/chromedriver installed (make setup-browser installs them)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium missing (pip install -e '.[dev]')")
     options = webdriver.ChromeOptions()
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
