@@ -123,3 +123,20 @@ def test_a_missing_identity_value_does_not_compare_the_baseline_with_itself():
     table = table1(df, paired=FAST).set_index("label")
     assert math.isnan(table.loc["ddim", "pair_psnr_delta"]) and pd.isna(table.loc["ddim", "pair_baseline"])
     assert table.loc["easyinv", "pair_psnr_delta"] == pytest.approx((values["easyinv"] - values["ddim"]).mean())
+
+
+def test_sweep_rows_are_paired_with_the_baseline_configuration():
+    from easyinv.report.sweep_tables import sweep_markdown, sweep_table
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(30.0, 3.0, 50)
+    rows = _records({"ddim": base})
+    for eta, shift in ((0.3, 0.5), (0.5, 1.0)):
+        swept = _records({"easyinv": base + shift})
+        rows += [{**r, "config_hash": f"easyinv-{eta}", "method.eta": eta} for r in swept]
+    table = sweep_table(pd.DataFrame(rows), ["method.eta"], paired=FAST)
+    by_eta = table[table["method"] == "easyinv"].set_index("method.eta")
+    assert by_eta.loc[0.3, "pair_psnr_delta"] == pytest.approx(0.5)
+    assert by_eta.loc[0.5, "pair_psnr_delta"] == pytest.approx(1.0)
+    assert (by_eta["pair_baseline"] == "ddim").all() and (by_eta["pair_psnr_n"] == 50).all()
+    assert "Δ PSNR vs ddim" in sweep_markdown(table)

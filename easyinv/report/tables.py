@@ -30,12 +30,15 @@ from easyinv.report.summary import summarize, with_labels
 
 __all__ = [
     "CSV_COLUMNS",
+    "PAIRED_NOTE",
     "PAPER_SETTINGS",
     "compare_tables",
     "display",
     "load_paper",
     "markdown_table",
     "pair_baseline",
+    "pair_cell",
+    "pairs_cell",
     "table1",
     "table2",
     "write_table",
@@ -168,7 +171,7 @@ def _failures(row: pd.Series) -> str:
     return ", ".join(parts) or "0"
 
 
-def _pair_cell(row: pd.Series, metric: str, style: Style) -> str:
+def pair_cell(row: pd.Series, metric: str, style: Style) -> str:
     """``+0.512 [+0.401, +0.623]*``: mean difference, bootstrap CI, * where the Holm-corrected p is below alpha."""
     delta = row[f"pair_{metric}_delta"]
     if pd.isna(delta):
@@ -183,7 +186,8 @@ def _pair_cell(row: pd.Series, metric: str, style: Style) -> str:
     return text
 
 
-def _pairs_cell(row: pd.Series, metrics: tuple[str, ...], style: Style) -> str:
+def pairs_cell(row: pd.Series, metrics: tuple[str, ...], style: Style) -> str:
+    """``n`` or ``n (k left out)``: the pairs behind a row's Δ cells (the most of any metric)."""
     if row.get("pair_baseline") is None or pd.isna(row.get("pair_baseline")):
         return style.missing
     n = max(int(row[f"pair_{m}_n"]) for m in metrics if pd.notna(row[f"pair_{m}_n"]))
@@ -229,10 +233,10 @@ def _display(table: pd.DataFrame, style: Style) -> pd.DataFrame:
                                                for v in table[f"diff_{metric}"]]
     baseline = pair_baseline(table)
     if baseline is not None:
-        cols[style.escape(f"Pairs vs {baseline}")] = [_pairs_cell(r, QUALITY, style) for _, r in table.iterrows()]
+        cols[style.escape(f"Pairs vs {baseline}")] = [pairs_cell(r, QUALITY, style) for _, r in table.iterrows()]
         for metric in QUALITY:
             cols[style.escape(f"Δ {metric.upper()} vs {baseline}")] = [
-                _pair_cell(r, metric, style) for _, r in table.iterrows()]
+                pair_cell(r, metric, style) for _, r in table.iterrows()]
     return pd.DataFrame(cols)
 
 

@@ -80,7 +80,7 @@ def write_report(
         log.info("Table 2 skipped: no configuration was measured in more than one precision")
     else:
         written.update({f"table2_{kind}": path for kind, path in write_table(t2, out_dir, "table2").items()})
-    table = sweep_table(df, keys) if keys else None
+    table = sweep_table(df, keys, paired=paired) if keys else None
     if table is not None:
         written.update(write_sweep(table, out_dir))
     if figures:
