@@ -46,7 +46,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo editing-demo-flow reproduce-piebench reproduce-piebench-flow reproduce-table1-captions reproduce-table-flow reproduce-table-flow-methods test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
+.PHONY: help setup setup-browser demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo editing-demo-flow reproduce-piebench reproduce-piebench-flow reproduce-table1-captions reproduce-table-flow reproduce-table-flow-methods test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
         sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
 
 help:  ## list the targets
@@ -62,7 +62,21 @@ ifneq ($(strip $(EXTRAS)),)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,$(EXTRAS)]'
 endif
 
-demo: setup  ## Table-1 protocol on the bundled images, Gaussian model, CPU → results/runs/demo_report/, checked against results/demo/
+# headless Chromium and its driver for the browser test of report.html (tests/test_report_browser.py); Debian's
+# packages through apt-get, installed only when missing; one line naming the problem when they cannot be installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+setup-browser:  ## headless Chromium + chromedriver for the browser test (apt-get, only when missing; CI runs it)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  echo "chromium and chromedriver present: $$(command -v chromium), $$(command -v chromedriver)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make setup-browser: no apt-get here: install Chromium and chromedriver by hand (the browser test skips without them)" >&2; exit 1; \
+	elif { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; } >.setup-browser.log 2>&1; then \
+	  rm -f .setup-browser.log; echo "installed: $$(command -v chromium), $$(command -v chromedriver)"; \
+	else \
+	  echo "make setup-browser: apt-get could not install chromium chromium-driver (log: .setup-browser.log)" >&2; exit 1; \
+	fi
+
+demo: setup  ## Table-1 protocol on the bundled images, Gaussian model, CPU → results/runs/demo_report/ (report.html), checked against results/demo/
 	$(RUN) $(ARGS)
 
 demo-reference: setup  ## rewrite the committed reference results/demo/ from the demo's records (on purpose only)

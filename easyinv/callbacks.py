@@ -37,13 +37,20 @@ class ReportCallback(Callback):
         if not config.get("report_dir") or not root.exists():
             return
         from easyinv.report import write_report
+        from easyinv.report.paired import PairedSettings
 
         out = Path(config.report_dir)
-        files = write_report([root], out)
+        options = config.get("report") or {}
+        paired = PairedSettings(
+            baseline=options.get("baseline", "ddim"), edit_baseline=options.get("edit_baseline", "ddim+free+p2p"),
+            bootstrap=int(options.get("bootstrap", 10_000)), alpha=float(options.get("alpha", 0.05)))
+        files = write_report([root], out, paired=paired, html=bool(options.get("html", False)))
         log.info("report written to %s", out)
         for key in ("table1_md", "table2_md", "sweep_md", "editing_md"):
             if key in files:
                 print(Path(files[key]).read_text())
+        if "html" in files:
+            print(f"browsable report: {files['html']}")
         if config.get("figures_dir"):
             from easyinv.report.paper_figures import write_paper_figures
 

@@ -5,8 +5,10 @@ Modules, bottom to top (each imports only those below it):
 - ``columns``: metric names, headers, decimals, lower-is-better, the paper's row order, precision names;
 - ``styles``: how a cell is spelled in Markdown and LaTeX;
 - ``summary``: per-configuration means, CIs, counts, time and NFE (``summarize``, ``mean_ci``);
+- ``paired``: per-image differences to a baseline (bootstrap CI, Wilcoxon p, win rate, Holm); ``thumbnails``;
 - ``tables``: Table 1/2 beside the paper; ``sweep_tables`` and ``plotting`` (figure plumbing) above it;
-- ``figures``, ``sweep_figures``, ``paper_figures``, ``editing_figures``; then ``editing_tables``;
+- ``figures``, ``sweep_figures``, ``paper_figures``, ``editing_figures``, ``browse`` (per-image data of the page);
+  then ``editing_tables``; then ``html`` (``report.html``);
 - ``writer`` (``write_report``: every table and figure of a set of runs) and ``cli`` (``easyinv-report``).
 
 The names below are re-exported so that ``from easyinv.report import write_report`` (and the other names the

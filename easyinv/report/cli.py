@@ -1,5 +1,6 @@
-"""``easyinv-report RUN_DIR... [--out DIR] [--paper results/paper | none] [--no-figures] [--sweep]``: tables and
-figures from finished or interrupted runs; ``easyinv-report RUN_DIR... --check``: the completeness of sharded or
+"""``easyinv-report RUN_DIR... [--out DIR] [--paper results/paper | none] [--no-figures] [--sweep] [--html]
+[--baseline ddim | none] [--bootstrap N] [--alpha A]``: tables, figures and the browsable report.html from finished
+or interrupted runs; ``easyinv-report RUN_DIR... --check``: the completeness of sharded or
 interrupted runs.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from easyinv.report.columns import DEFAULT_PAPER_DIR
+from easyinv.report.paired import PairedSettings
 from easyinv.report.writer import write_report
 from easyinv.run.completeness import check_runs, format_check
 
@@ -31,6 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "if no configuration key varies (default: written whenever one varies)")
     parser.add_argument("--items", nargs="+", default=None, metavar="ID",
                         help="image ids for the qualitative grid (default: the first few with saved PNGs)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write report.html: sortable tables, every image per method (thumbnails cached in "
+                             "the run directories), side-by-side views, figures; opens from disk, no network")
+    parser.add_argument("--baseline", default="ddim",
+                        help="paired Δ columns against this method (label), or 'none' (default: ddim)")
+    parser.add_argument("--edit-baseline", default="ddim+free+p2p",
+                        help="the editing tables' baseline protocol (default: ddim+free+p2p)")
+    parser.add_argument("--bootstrap", type=int, default=10_000, help="paired bootstrap resamples (default 10000)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="Holm-corrected level of the * mark (default 0.05)")
     parser.add_argument("--check", action="store_true",
                         help="only check completeness: per configuration, the counts of ok/skipped/nonfinite/error/"
                              "missing rows across every shard's records file against the item list in run.json; "
@@ -46,9 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if results and all(r.complete for r in results) else 1
     out = args.out or args.run_dirs[0] / "report"
     paper = None if args.paper.lower() == "none" else args.paper
+    baseline = None if args.baseline.lower() == "none" else args.baseline
+    paired = PairedSettings(baseline=baseline, edit_baseline=args.edit_baseline, bootstrap=args.bootstrap,
+                            alpha=args.alpha)
     try:
         written = write_report(args.run_dirs, out, paper_dir=paper, figures=not args.no_figures,
-                               sweep=True if args.sweep else None, items=args.items)
+                               sweep=True if args.sweep else None, items=args.items, paired=paired, html=args.html)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"easyinv-report: {e}") from None
     for name, path in written.items():

@@ -19,6 +19,7 @@ import pandas as pd
 from easyinv.data.piebench import EDIT_TYPES
 from easyinv.report.columns import DEFAULT_PAPER_DIR
 from easyinv.report.editing_figures import edit_strip
+from easyinv.report.paired import PairedSettings, paired_columns
 from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, number
 from easyinv.report.summary import mean_ci
 
@@ -94,11 +95,19 @@ def summarize_edits(df: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def editing_table(df: pd.DataFrame, paper: pd.DataFrame | None = None, by_type: bool = False) -> pd.DataFrame:
+def editing_table(df: pd.DataFrame, paper: pd.DataFrame | None = None, by_type: bool = False,
+                  paired: PairedSettings | None = None) -> pd.DataFrame:
     """The editing table (overall, or per ``edit_type`` with ``by_type``), paper values joined on protocol and
-    model (overall only: the paper gives no per-type numbers)."""
+    model (overall only: the paper gives no per-type numbers); with ``paired`` (and an ``edit_baseline``), every
+    protocol's per-image differences to the baseline protocol on the same images, in the printed scale."""
     by = (*GROUP, "edit_type") if by_type else GROUP
     table = summarize_edits(df, by)
+    if paired is not None and paired.edit_baseline is not None and paired.baseline is not None:
+        cell = [c for c in by if c != "protocol"]
+        pairs = paired_columns(df, table, cell, "protocol", paired.edit_baseline,
+                               {m: lower for m, _, _, lower, _ in EDIT_COLUMNS}, paired,
+                               scale={m: scale for m, _, scale, _, _ in EDIT_COLUMNS})
+        table = pd.concat([table, pairs], axis=1)
     for metric, *_ in EDIT_COLUMNS:
         table[f"paper_{metric}"] = math.nan
     table["paper_source"] = None
@@ -155,7 +164,28 @@ def display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
             diffs = [(r[f"{metric}_mean"] - r[f"paper_{metric}"]) if r[f"{metric}_comparable"] else math.nan
                      for _, r in table.iterrows()]
             cols[style.escape(f"Δ {name}")] = [number(v, 2, style, signed=True) for v in diffs]
+    if "pair_baseline" in table.columns and table["pair_baseline"].notna().any():
+        baseline = str(table["pair_baseline"].dropna().iloc[0])
+        cols[style.escape(f"Pairs vs {baseline}")] = [_pairs(r, style) for _, r in table.iterrows()]
+        for metric, header, *_ in EDIT_COLUMNS:
+            name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
+            cols[style.escape(f"Δ {name} vs {baseline}")] = [_pair_delta(r, metric, style) for _, r in table.iterrows()]
     return pd.DataFrame(cols)
+
+
+def _pairs(row: pd.Series, style: Style) -> str:
+    if pd.isna(row["pair_baseline"]):
+        return style.missing
+    n = [int(row[f"pair_{m}_n"]) for m, *_ in EDIT_COLUMNS if pd.notna(row[f"pair_{m}_n"])]
+    out = [int(row[f"pair_{m}_left_out"]) for m, *_ in EDIT_COLUMNS if pd.notna(row[f"pair_{m}_left_out"])]
+    text = str(max(n, default=0))
+    return f"{text} ({max(out)} left out)" if out and max(out) else text
+
+
+def _pair_delta(row: pd.Series, metric: str, style: Style) -> str:
+    """The compact form: the mean per-image difference, * where the Holm-corrected Wilcoxon p is below alpha."""
+    text = number(row[f"pair_{metric}_delta"], 2, style, signed=True)
+    return text + ("*" if row[f"pair_{metric}_significant"] == 1 else "")
 
 
 def _type_name(value: Any) -> str:
@@ -174,6 +204,13 @@ def _notes(table: pd.DataFrame, paper: pd.DataFrame | None) -> list[str]:
     if not all(table[f"{m}_comparable"].all() for m, *_ in EDIT_COLUMNS):
         notes.append("† computed with random DINO / CLIP / LPIPS weights (edit_metrics.random_for_tests): not "
                      "comparable with published numbers; no difference computed.")
+    if "pair_baseline" in table.columns and table["pair_baseline"].notna().any():
+        baseline = table["pair_baseline"].dropna().iloc[0]
+        notes.append(f"Δ vs {baseline}: per image, protocol − {baseline} on the images both have a value for (in the "
+                     "printed scale; Pairs: the most pairs of any metric, left out: images without a value on both "
+                     "sides), mean difference; * where the two-sided Wilcoxon signed-rank p, Holm-corrected across "
+                     "the protocols compared, is below report.alpha. Bootstrap CIs, p-values and win rates are in "
+                     "the CSV.")
     if paper is not None and not table["paper_source"].notna().any():
         notes.append("No row matches a published protocol on its model (the published rows are SD-1.4 / SD-1.5, "
                      "FLUX.1-dev and SD3 on all 700 images; see results/paper/"
@@ -182,14 +219,15 @@ def _notes(table: pd.DataFrame, paper: pd.DataFrame | None) -> list[str]:
 
 
 def write_editing_report(df: pd.DataFrame, out_dir: str | Path, paper_dir: str | Path | None = DEFAULT_PAPER_DIR,
-                         figures: bool = True, run_dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
+                         figures: bool = True, run_dirs: Sequence[str | Path] = (),
+                         paired: PairedSettings | None = None) -> dict[str, Path]:
     """``editing.md/.csv/.tex`` (overall), ``editing_by_type.md/.csv`` and the qualitative strip figure."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paper = load_paper_edits(paper_dir)
     written: dict[str, Path] = {}
-    overall = editing_table(df, paper)
-    per_type = editing_table(df, None, by_type=True)
+    overall = editing_table(df, paper, paired=paired)
+    per_type = editing_table(df, None, by_type=True, paired=paired)
     for name, table in (("editing", overall), ("editing_by_type", per_type)):
         table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
         written[f"{name}_csv"] = out / f"{name}.csv"

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from easyinv.report.columns import DECIMALS, HEADERS, LOWER_IS_BETTER, QUALITY
+from easyinv.report.columns import DECIMALS, HEADERS, LOWER_IS_BETTER, METRICS, QUALITY
+from easyinv.report.paired import PairedSettings, paired_columns
 from easyinv.report.styles import MARKDOWN, markdown_grid, metric_cell, number
 from easyinv.report.summary import extra_columns, summarize
-from easyinv.report.tables import CSV_COLUMNS
+from easyinv.report.tables import CSV_COLUMNS, PAIRED_NOTE, pair_baseline, pair_cell, pairs_cell
 
 __all__ = [
     "LIST_PARTS",
@@ -83,11 +84,13 @@ def _is_number_column(values: pd.Series) -> bool:
                                     for v in present)
 
 
-def sweep_table(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+def sweep_table(df: pd.DataFrame, keys: Sequence[str], paired: PairedSettings | None = None) -> pd.DataFrame:
     """One row per configuration of the swept ``keys``: the :func:`summarize` columns; ``attrs["keys"]`` holds keys.
 
     A key whose values are number lists (``method.interval``) also gets one numeric column per element,
     ``<key>.start``/``<key>.end`` for pairs, so it can be plotted and is sorted by value rather than as text.
+    With ``paired`` (and its baseline method among the rows), every configuration's per-image differences to the
+    baseline's (first) configuration on the same dataset, model, precision and device.
     """
     missing = [k for k in keys if k not in df.columns]
     if missing:
@@ -101,6 +104,15 @@ def sweep_table(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
             order.append(f"{key}.{name}")
         order.append(key)
     table = table.sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
+    if paired is not None and paired.baseline is not None:
+        def config(frame: pd.DataFrame) -> pd.Series:  # one name per configuration, the same in records and rows
+            return frame[["method", *keys]].map(str).agg(" ".join, axis=1)
+
+        pairs = paired_columns(df.assign(_config=config(df)), table.assign(_config=config(table)),
+                               ["dataset", "model", "precision", "device"], "_config", paired.baseline,
+                               {m: LOWER_IS_BETTER[m] for m in METRICS}, paired, baseline_column="method")
+        pairs["pair_baseline"] = pairs["pair_baseline"].where(pairs["pair_baseline"].isna(), paired.baseline)
+        table = pd.concat([table, pairs], axis=1)
     table.attrs["keys"] = list(keys)
     return table
 
@@ -196,7 +208,14 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
     for metric in (*QUALITY, "latent_mse", "time_s"):
         shown[HEADERS.get(metric, metric)] = [metric_cell(r, metric, MARKDOWN) for _, r in sweep.iterrows()]
     shown["NFE"] = [number(v, 1, MARKDOWN) for v in sweep["nfe_mean"]]
+    baseline = pair_baseline(sweep)
+    if baseline is not None:
+        shown[f"Pairs vs {baseline}"] = [pairs_cell(r, QUALITY, MARKDOWN) for _, r in sweep.iterrows()]
+        for metric in QUALITY:
+            shown[f"Δ {metric.upper()} vs {baseline}"] = [pair_cell(r, metric, MARKDOWN) for _, r in sweep.iterrows()]
     lines = [f"## Sweep over {', '.join(keys)}", "", markdown_grid(pd.DataFrame(shown)), ""]
+    if baseline is not None:
+        lines += [PAIRED_NOTE.format(baseline=baseline), ""]
     several = len(sweep[list(SWEEP_CONTEXT)].drop_duplicates()) > 1
     best = best_configs(sweep, keys)
     if best:

@@ -17,22 +17,30 @@ from easyinv.report.columns import (
     DAGGER_NOTE,
     DECIMALS,
     HEADERS,
+    LOWER_IS_BETTER,
     METRICS,
     PAPER_ORDER,
     PRECISION_ORDER,
+    QUALITY,
     norm_precision,
 )
+from easyinv.report.paired import PAIR_STATS, PairedSettings, paired_columns
 from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, metric_cell, number
-from easyinv.report.summary import summarize
+from easyinv.report.summary import summarize, with_labels
 
 __all__ = [
     "CSV_COLUMNS",
+    "PAIRED_NOTE",
     "PAPER_SETTINGS",
     "PUBLISHED_RECONSTRUCTION",
     "compare_tables",
+    "display",
     "join_published",
     "load_paper",
     "markdown_table",
+    "pair_baseline",
+    "pair_cell",
+    "pairs_cell",
     "table1",
     "table2",
     "write_table",
@@ -111,11 +119,19 @@ def _join_paper(summary: pd.DataFrame, paper: pd.DataFrame | None, on_precision:
     return out
 
 
-def table1(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """Table 1: one row per method configuration (dataset, model, label, precision, device), paper numbers beside."""
+def table1(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None,
+           paired: PairedSettings | None = None) -> pd.DataFrame:
+    """Table 1: one row per method configuration (dataset, model, label, precision, device), paper numbers beside;
+    with ``paired`` (and a baseline), each row's per-image differences to the baseline method of its cell."""
+    df = with_labels(df) if "label" not in df.columns else df
     summary = _ordered(summarize(df), precision_first=True)
     joined = _join_paper(summary, (paper or {}).get("table1"), on_precision=False)
-    return join_published(joined, (paper or {}).get("published"))
+    table = join_published(joined, (paper or {}).get("published"))
+    if paired is None or paired.baseline is None:
+        return table
+    pairs = paired_columns(df, table, ["dataset", "model", "precision", "device"], "label", paired.baseline,
+                           {m: LOWER_IS_BETTER[m] for m in METRICS}, paired, baseline_column="method")
+    return _with_pairs(table, pairs)
 
 
 # other papers' reconstruction rows (results/paper/<name>.csv: method, model, dataset, label, steps, nfe, lpips, ssim,
@@ -144,15 +160,34 @@ def join_published(table: pd.DataFrame, published: pd.DataFrame | None) -> pd.Da
     return out
 
 
-def table2(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame | None:
-    """Table 2: configurations measured in more than one precision, side by side; None when there are none."""
+def table2(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None,
+           paired: PairedSettings | None = None) -> pd.DataFrame | None:
+    """Table 2: configurations measured in more than one precision, side by side; None when there are none. With
+    ``paired``, each precision's per-image differences to the same configuration in the reference precision (fp32
+    when it ran, else the first of ``PRECISION_ORDER``)."""
+    df = with_labels(df) if "label" not in df.columns else df
     summary = summarize(df)
     other = ["dataset", "model", "label", "device"]
     counts = summary.groupby(other, dropna=False)["precision"].transform("nunique")
     summary = summary[counts > 1]
     if summary.empty:
         return None
-    return _join_paper(_ordered(summary, precision_first=False), (paper or {}).get("table2"), on_precision=True)
+    table = _join_paper(_ordered(summary, precision_first=False), (paper or {}).get("table2"), on_precision=True)
+    if paired is None or paired.baseline is None:
+        return table
+    names = {norm_precision(v): v for v in table["precision"].dropna().unique()}
+    reference = next((names[p] for p in PRECISION_ORDER if p in names), None)
+    if reference is None:
+        return table
+    pairs = paired_columns(df, table, other, "precision", str(reference),
+                           {m: LOWER_IS_BETTER[m] for m in METRICS}, paired)
+    return _with_pairs(table, pairs)
+
+
+def _with_pairs(table: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    out = pd.concat([table, pairs], axis=1)
+    out.attrs = dict(table.attrs)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -169,8 +204,45 @@ def _failures(row: pd.Series) -> str:
     return ", ".join(parts) or "0"
 
 
+def pair_cell(row: pd.Series, metric: str, style: Style) -> str:
+    """``+0.512 [+0.401, +0.623]*``: mean difference, bootstrap CI, * where the Holm-corrected p is below alpha."""
+    delta = row[f"pair_{metric}_delta"]
+    if pd.isna(delta):
+        return style.missing
+    d = DECIMALS[metric]
+    text = number(delta, d, style, signed=True)
+    lo, hi = row[f"pair_{metric}_lo"], row[f"pair_{metric}_hi"]
+    if math.isfinite(lo) and math.isfinite(hi):
+        text += f" [{number(lo, d, style, signed=True)}, {number(hi, d, style, signed=True)}]"
+    if row[f"pair_{metric}_significant"] == 1:
+        text += "*"
+    return text
+
+
+def pairs_cell(row: pd.Series, metrics: tuple[str, ...], style: Style) -> str:
+    """``n`` or ``n (k left out)``: the pairs behind a row's Δ cells (the most of any metric)."""
+    if row.get("pair_baseline") is None or pd.isna(row.get("pair_baseline")):
+        return style.missing
+    n = max(int(row[f"pair_{m}_n"]) for m in metrics if pd.notna(row[f"pair_{m}_n"]))
+    left_out = max(int(row[f"pair_{m}_left_out"]) for m in metrics if pd.notna(row[f"pair_{m}_left_out"]))
+    return f"{n} ({left_out} left out)" if left_out else str(n)
+
+
+def pair_baseline(table: pd.DataFrame) -> str | None:
+    """The baseline the table's Δ columns compare with (None: no paired columns)."""
+    if "pair_baseline" not in table.columns or not table["pair_baseline"].notna().any():
+        return None
+    return str(table["pair_baseline"].dropna().iloc[0])
+
+
+def display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
+    """The printed form of a table1/table2 frame (the HTML report shows the same cells)."""
+    return _display(table, style)
+
+
 def _display(table: pd.DataFrame, style: Style) -> pd.DataFrame:
-    """The printed form: identity columns that vary, value ± CI cells, paper numbers and differences."""
+    """The printed form: identity columns that vary, value ± CI cells, paper numbers and differences, then the
+    paired differences to the baseline."""
     cols: dict[str, list[str]] = {}
     varying = [k for k in ("dataset", "model", "precision", "device") if table[k].nunique(dropna=False) > 1]
     cols["Method"] = [style.escape(str(v)) for v in table["label"]]
@@ -192,6 +264,12 @@ def _display(table: pd.DataFrame, style: Style) -> pd.DataFrame:
             name = {"time_s": "time"}.get(metric, metric.upper())
             cols[style.escape(f"Δ {name}")] = [number(v, DECIMALS[metric], style, signed=True)
                                                for v in table[f"diff_{metric}"]]
+    baseline = pair_baseline(table)
+    if baseline is not None:
+        cols[style.escape(f"Pairs vs {baseline}")] = [pairs_cell(r, QUALITY, style) for _, r in table.iterrows()]
+        for metric in QUALITY:
+            cols[style.escape(f"Δ {metric.upper()} vs {baseline}")] = [
+                pair_cell(r, metric, style) for _, r in table.iterrows()]
     return pd.DataFrame(cols)
 
 
@@ -227,7 +305,16 @@ def _notes(table: pd.DataFrame, paper_setting: str) -> list[str]:
         joined = len(table.attrs.get("published_matched", []))
         notes.append(f"Published reconstruction rows on this model, in paper columns only for a row of the same "
                      f"method, step count, model and dataset ({joined} here): {listed}.")
+    baseline = pair_baseline(table)
+    if baseline is not None:
+        notes.append(PAIRED_NOTE.format(baseline=baseline))
     return notes
+
+
+PAIRED_NOTE = ("Δ vs {baseline}: per image, row − {baseline} on the images both finished (Pairs: their number; left "
+               "out: images recorded on either side without a value on both), mean [95 % percentile paired-bootstrap "
+               "CI, seeded]; * where the Wilcoxon signed-rank p (two-sided), Holm-corrected across the rows compared "
+               "with the same baseline, is below report.alpha. p-values and win rates are in the CSV.")
 
 
 PAPER_SETTINGS = {
@@ -240,6 +327,7 @@ CSV_COLUMNS = (
     *[f"{m}_{s}" for m in METRICS for s in ("mean", "ci95", "n")],
     "lpips_comparable", "time_s_mean", "time_s_ci95", "time_s_n", "nfe_mean", "ms_per_nfe", "non_unet_share",
     *[f"{kind}_{m}" for kind in ("paper", "diff") for m in ("lpips", "ssim", "psnr", "time_s")],
+    "pair_baseline", *[f"pair_{m}_{s}" for m in METRICS for s in PAIR_STATS],
 )
 
 

@@ -1,5 +1,5 @@
 """Where a run keeps its files: the records files and manifest of a job directory, and the PNG / ``.pt`` paths of its
-references, reconstructions, edits and stored latents.
+references, reconstructions, edits and stored latents, and of the report's cached thumbnails.
 
 Jobs write through these functions and reports, figures and the completeness check read through them, so writer and
 reader cannot disagree. Nothing here plots or computes; it only names paths (and writes a PNG losslessly).
@@ -27,6 +27,7 @@ __all__ = [
     "save_png",
     "saved_steps",
     "step_png_path",
+    "thumb_path",
 ]
 
 RECORDS_FILE = "records.jsonl"
@@ -78,6 +79,17 @@ def latents_path(run_dir: str | Path, method_label: str, item_id: str) -> Path:
 def step_png_path(run_dir: str | Path, method_label: str, item_id: str, step: int) -> Path:
     """Where a job saves the decoded latent after reconstruction step ``step`` (0 = z_T, T = the result)."""
     return Path(run_dir) / "steps" / safe_name(method_label) / f"{safe_name(item_id)}.step{int(step)}.png"
+
+
+def thumb_path(run_dir: str | Path, png: str | Path) -> Path:
+    """Where the report caches the small JPEG of a PNG the run saved: ``thumbs/`` mirrors the PNG's place in the run
+    dir (``recon/ddim/x.png`` → ``thumbs/recon/ddim/x.jpg``), so it is made once and found again by any report."""
+    run_dir, png = Path(run_dir), Path(png)
+    try:
+        rel = png.relative_to(run_dir)
+    except ValueError:
+        rel = Path("other") / f"{safe_name(str(png))}.png"
+    return run_dir / "thumbs" / rel.with_suffix(".jpg")
 
 
 def saved_steps(run_dir: str | Path, method_label: str) -> dict[str, dict[int, Path]]:

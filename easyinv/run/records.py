@@ -54,7 +54,7 @@ STATUSES = ("ok", "skipped", "nonfinite", "error")
 # where things live, how fast and in what batches they run, what is kept on disk, which slice of the data is taken.
 HASH_EXCLUDE = (
     "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "save_latents",
-    "report_dir", "reference_dir", "figures_dir", "objective", "shard", "dataset.limit", "dataset.offset",
+    "report_dir", "reference_dir", "figures_dir", "report", "objective", "shard", "dataset.limit", "dataset.offset",
     "dataset.root", "dataset.manifest", "dataset.hash_files", "model.load.source",
     "model.load.cache_dir",  # where the tiny models are built: the same seeded weights wherever it is
     "model.compile", "model.channels_last", "precision.fallback", "metrics.lpips.trunk_path",

@@ -1,0 +1,181 @@
+"""report.html from synthetic runs with saved PNGs: well-formed, no external URL, every link and every image path the
+page builds exists, thumbnails cached once; the per-image data carries statuses and failure reasons."""
+
+from __future__ import annotations
+
+import json
+import os
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from easyinv.report import main, write_report
+from easyinv.report.paired import PairedSettings
+from easyinv.run.files import recon_png_path, ref_png_path, save_png, thumb_path
+from easyinv.run.records import Record, RecordWriter
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+METHODS = ("ddim", "renoise", "easyinv")  # the tables' (paper's) order
+ITEMS = [f"photos/img{i}.png" for i in range(5)] + ["probes/flat.png"]
+
+
+class StrictParser(HTMLParser):
+    """Well-formedness by hand: every non-void element closed in order, nothing left open; links collected."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.links: list[str] = []
+        self.errors: list[str] = []
+        self.json: list[str] = []
+        self._in_json = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href") and value is not None:
+                self.links.append(value)
+        if tag == "script" and ("type", "application/json") in attrs:
+            self._in_json = True
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'} at {self.getpos()}")
+            return
+        self.stack.pop()
+        self._in_json = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_json:
+            self.json.append(data)
+
+
+def _runs(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for k, method in enumerate(METHODS):
+        run = root / f"method={method}"
+        with RecordWriter(run / "records.jsonl") as writer:
+            for i, item in enumerate(ITEMS):
+                ref = (rng.random((16, 16, 3)) * 255).astype(np.uint8)
+                save_png(ref, ref_png_path(run, item))
+                failed = method == "renoise" and i == 2
+                if not failed:
+                    save_png(np.clip(ref.astype(int) + 3 * k, 0, 255), recon_png_path(run, method, item))
+                writer.append(Record(
+                    item_id=item, method=method, method_label=method, dataset="samples", model="gaussian",
+                    precision="fp32", config_hash=method, device="cpu", status="nonfinite" if failed else "ok",
+                    reason="NaN latent at invert step 3" if failed else None, psnr=None if failed else 30.0 + i - k,
+                    ssim=None if failed else 0.9, lpips=None if failed else 0.1, latent_mse=None if failed else 0.01,
+                    nfe=100, t_total=1.0, t_invert=0.4, t_reconstruct=0.4, unet_seconds=0.5, warmup=i == 0,
+                    lpips_comparable=False, flag="degenerate" if (method == "easyinv" and i == 5) else None))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    root = _runs(tmp_path_factory.mktemp("runs"))
+    written = write_report([root], root / "report", paper_dir=None, html=True)
+    return root, written
+
+
+def test_html_is_well_formed_self_contained_and_every_link_exists(report):
+    root, written = report
+    page = written["html"]
+    assert page == root / "report" / "report.html"
+    text = page.read_text(encoding="utf-8")
+    parser = StrictParser()
+    parser.feed(text)
+    parser.close()
+    assert parser.errors == [] and parser.stack == []
+    assert "://" not in text  # no CDN, no absolute URL of any kind
+    assert parser.links
+    for link in parser.links:
+        parsed = urlparse(link)
+        assert not parsed.scheme and not parsed.netloc and not link.startswith("/"), link
+        assert (page.parent / unquote(parsed.path)).exists(), link
+    assert {"table1.md", "table1.csv", "table1.tex"} <= {Path(unquote(x)).name for x in parser.links}
+
+
+def test_every_image_the_page_builds_exists_and_statuses_are_carried(report):
+    root, written = report
+    parser = StrictParser()
+    parser.feed(written["html"].read_text(encoding="utf-8"))
+    data = json.loads("".join(parser.json))
+    assert data["methods"] == list(METHODS) and len(data["items"]) == len(ITEMS)
+    assert [it[1] for it in data["items"]] == ["photos"] * 5 + ["probes"]
+    base = written["html"].parent
+    paths = []
+    for (item, _, stem, ref), cells in zip(data["items"], data["cells"], strict=True):
+        paths += [f"{data['dirs'][ref][j]}/{stem}.{ext}" for j, ext in ((0, "png"), (1, "jpg"))]
+        for method, cell in zip(METHODS, cells, strict=True):
+            (where,) = cell[3]
+            if method == "renoise" and item == ITEMS[2]:
+                assert cell[:2] == ["nonfinite", "NaN latent at invert step 3"] and where == -1
+                continue
+            paths += [f"{data['dirs'][where][j]}/{stem}.{ext}" for j, ext in ((0, "png"), (1, "jpg"))]
+    for path in paths:
+        assert (base / unquote(path)).is_file(), path
+    psnr = [m["key"] for m in data["metrics"]].index("psnr")
+    assert data["cells"][1][2][2][psnr] == pytest.approx(29.0)  # item 1, easyinv: 30 + 1 − 2
+    assert data["cells"][5][2][0] == "degenerate"  # flagged ok rows are filtered as their flag
+
+
+def test_thumbnails_are_made_once_and_the_cli_writes_the_page(report, capsys):
+    root, _ = report
+    thumb = thumb_path(root / "method=ddim", recon_png_path(root / "method=ddim", "ddim", ITEMS[0]))
+    assert thumb.is_file() and thumb.suffix == ".jpg"
+    os.utime(thumb, (1e10, 1e10))  # a cached thumbnail newer than its PNG is reused, not rewritten
+    assert main([str(root), "--out", str(root / "again"), "--html", "--no-figures", "--paper", "none",
+                 "--bootstrap", "200"]) == 0
+    assert thumb.stat().st_mtime == 1e10
+    assert "html: " in capsys.readouterr().out and (root / "again" / "report.html").is_file()
+
+
+def test_editing_runs_get_paired_columns_and_an_editing_view(tmp_path):
+    from easyinv.run.files import edit_png_path
+
+    rng = np.random.default_rng(1)
+    protocols = ("ddim+free+p2p", "easyinv+free+p2p")
+    for k, protocol in enumerate(protocols):
+        run = tmp_path / "runs" / protocol
+        with RecordWriter(run / "records.jsonl") as writer:
+            for i in range(8):
+                item = f"{i:012d}"
+                image = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
+                for path in (ref_png_path(run, item), recon_png_path(run, protocol, item),
+                             edit_png_path(run, protocol, item)):
+                    save_png(image, path)
+                metrics = {"structure_distance": 0.02 - 0.005 * k + 0.001 * rng.random(), "psnr_unedit_part": 25.0,
+                           "lpips_unedit_part": 0.1, "mse_unedit_part": 0.01, "ssim_unedit_part": 0.8,
+                           "clip_similarity_target_image": 25.0, "clip_similarity_target_image_edit_part": 22.0,
+                           "clip_similarity_source_image": 20.0}
+                writer.append(Record(
+                    item_id=item, method=protocol.split("+")[0], method_label=protocol, dataset="piebench",
+                    model="tiny-sd", precision="fp32", config_hash=protocol, device="cpu", psnr=30.0, nfe=100,
+                    t_total=1.0, warmup=i == 0,
+                    extra={"protocol": protocol, "edit_type": i % 2, **metrics}))
+    written = write_report([tmp_path / "runs"], tmp_path / "report", paper_dir=None, html=True,
+                           paired=PairedSettings(bootstrap=200))
+    text = written["editing_md"].read_text()
+    assert "Pairs vs ddim+free+p2p" in text and "Δ Structure vs ddim+free+p2p" in text
+    table = pd.read_csv(written["editing_csv"]).set_index("protocol")
+    row = table.loc["easyinv+free+p2p"]  # structure ×10³: about 5 lower on all 8 images
+    assert row["pair_structure_distance_delta"] == pytest.approx(
+        row["structure_distance_mean"] - table.loc["ddim+free+p2p", "structure_distance_mean"], abs=1e-4)
+    assert row["pair_structure_distance_win"] == 1.0 and row["pair_structure_distance_significant"] == 1
+    assert f"| {row['pair_structure_distance_delta']:+.2f}* |" in text
+    parser = StrictParser()
+    parser.feed(written["html"].read_text(encoding="utf-8"))
+    data = json.loads("".join(parser.json))
+    assert data["kinds"] == ["recon", "edit"] and data["methods"] == list(protocols)
+    assert all(cell[3][0] >= 0 and cell[3][1] >= 0 for cells in data["cells"] for cell in cells)
