@@ -213,3 +213,86 @@ def test_editors_refuse_models_and_methods_they_cannot_serve():
     from easyinv.editing.p2p import P2PEditor
 
     assert "Stable Diffusion" in P2PEditor().unsupported(flux_cfg, ddim)
+
+
+def _flow_demo_cfg(root, cache, *overrides):
+    """``experiment=editing_demo_flow`` as the app composes it (one job of its sweep), results under ``root``."""
+    from hydra import compose, initialize_config_dir
+
+    from easyinv.validation import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose("config", overrides=["experiment=editing_demo_flow", f"paths.root={root}",
+                                            f"paths.cache={cache}", "dataset.limit=2", *overrides])
+
+
+@pytest.mark.parametrize(("overrides", "protocol", "model", "nfe"), [
+    (("edit=v_inject", "method=fireflow", "edit.num_steps=4", "edit.inject=1"),
+     "fireflow+free+v_inject", "tiny-flux", 5 + 5),  # FireFlow: T + 1 per direction
+    (("edit=v_inject", "edit.num_steps=3"), "rf_solver+free+v_inject", "tiny-flux", 6 + 6),
+    (("edit=uni_edit", "model=tiny-sd3", "edit.num_steps=5"), "uni_inv+free+uni_edit", "tiny-sd3", 4 + 6),
+    (("edit=rf_inversion", "model=tiny-sd3", "edit.num_steps=4", "edit.invert_guidance=1.0",
+      "edit.guidance_scale=1.0"), "rf_inversion+free+rf_inversion", "tiny-sd3", 4 + 4),
+    (("edit=flowedit", "model=tiny-sd3", "edit.num_steps=4", "edit.n_max=3"), "vae_only+free+flowedit",
+     "tiny-sd3", 3 * 4),  # SD3 CFG: 2 rows per branch and step
+], ids=["fireflow", "rf_solver", "uni_edit", "rf_inversion", "flowedit"])
+def test_flow_protocols_run_through_the_editing_job(tmp_path, tiny_model_cache, overrides, protocol, model, nfe):
+    from easyinv.run.editing import EditJob
+    from easyinv.run.records import read_records
+
+    cfg = _flow_demo_cfg(tmp_path, tiny_model_cache, *overrides)
+    run_dir = tmp_path / "runs" / "edit"
+    EditJob(cfg, run_dir, overrides=[o for o in overrides if o.startswith("edit.")]).run()
+    rows = read_records(run_dir)
+    assert len(rows) == 2 and (rows.status == "ok").all()
+    assert rows.protocol.str.split("[").str[0].eq(protocol).all() and (rows.model == model).all()
+    assert (rows.nfe == nfe).all() and (rows.nfe == rows.nfe_invert + rows.nfe_edit).all()
+    assert (rows.prompt_brackets == "stripped").all() and (rows.edit_type_set == "all").all()
+    assert rows.psnr.notna().all() and rows.structure_distance.notna().all()
+
+
+def test_flow_editors_refuse_in_one_line_before_any_weight_loads(tmp_path, tiny_model_cache):
+    from easyinv.run.editing import EditJob
+    from easyinv.validation import ConfigError
+
+    with pytest.raises(ConfigError, match="single-stream"):
+        EditJob(_flow_demo_cfg(tmp_path, tiny_model_cache, "edit=v_inject", "model=tiny-sd3"), tmp_path / "a")
+    with pytest.raises(ConfigError, match="inversion-free"):
+        EditJob(_flow_demo_cfg(tmp_path, tiny_model_cache, "edit=flowedit", "method=ddim"), tmp_path / "b")
+    with pytest.raises(ConfigError, match="only Stable Diffusion"):
+        EditJob(_flow_demo_cfg(tmp_path, tiny_model_cache, "edit=p2p"), tmp_path / "c")
+
+
+def test_nfe_at_the_papers_settings_is_the_readme_table(flux, sd3):
+    """inversion + edit per image at every editor's defaults = the README's 'Editing on flow models' table."""
+    import re
+    from pathlib import Path
+
+    from baselines.midpoint import Midpoint
+    from baselines.rf_inversion import RFInversion
+    from baselines.uni_inv import UniInv
+
+    one = {"sources": SOURCE[:1], "targets": TARGET[:1], "seeds": (7,)}
+    sd3_flowedit = FlowEditEditor(num_steps=50, n_max=33, source_guidance=3.5, guidance_scale=13.5)
+    runs = {
+        "v_inject": (VInjectEditor(blocks=(0, 1)), flux, Midpoint(name="rf_solver", num_steps=15, reuse=False)),
+        "v_inject (FireFlow)": (VInjectEditor(num_steps=8, inject=1, blocks=(0, 1)), flux,
+                                Midpoint(name="fireflow", num_steps=8, reuse=True)),
+        "uni_edit": (UniEditEditor(token_patch=2), flux, UniInv(num_steps=15)),
+        "rf_inversion": (RFInversionEditor(), flux, RFInversion(num_steps=28)),
+        "flowedit": (FlowEditEditor(), flux, None),
+        "flowedit (SD3)": (sd3_flowedit, sd3, None),
+    }
+    measured = {}
+    for key, (editor, model, method) in runs.items():
+        steps = editor.num_steps if method is not None else 0
+        result = editor.edit(_batch(model, method, steps, **one))
+        measured[key] = (int(result.nfe_invert[0]), int(result.nfe_edit[0]))
+    assert measured == {"v_inject": (30, 30), "v_inject (FireFlow)": (9, 9), "uni_edit": (10, 18),
+                        "rf_inversion": (28, 28), "flowedit": (0, 48), "flowedit (SD3)": (0, 132)}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Editing on flow models", 1)[1].split("\n\n", 3)[2]
+    totals = {row.split("|")[1].strip(" `"): row.split("|")[-2].strip() for row in section.splitlines()[2:]}
+    assert totals["v_inject"] == "30 + 30 = 60 (FireFlow 9 + 9 = 18)"
+    assert totals["uni_edit"] == "10 + 18 = 28" and totals["rf_inversion"] == "28 + 28 = 56"
+    assert re.fullmatch(r"0 \+ 48 \(SD3: 132\)", totals["flowedit"])
