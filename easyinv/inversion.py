@@ -589,8 +589,9 @@ class Denoisers:
         return self._bound[self.phase]
 
     def nfe(self, phase: str) -> Tensor:
+        """NFE per image in ``phase`` (zeros when it made no network call, e.g. the VAE-only ceiling)."""
         counts = [eps.nfe for p, eps in self._made if p == phase]
-        return torch.stack(counts).sum(0) if counts else torch.zeros(0, dtype=torch.long)
+        return torch.stack(counts).sum(0) if counts else torch.zeros(len(self.prompts), dtype=torch.long)
 
     @property
     def seconds(self) -> float:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from easyinv.editing.attention import EditController
-from easyinv.editing.editor import EditBatch, Editor, EditResult, per_row
+from easyinv.editing.editor import EditBatch, Editor, EditResult
 from easyinv.editing.walk import EditUNet, edit
 from easyinv.inversion import FiniteWatch, invert_with
 
@@ -49,7 +49,7 @@ class AttentionEditor(Editor):
         with batch.timer("edit"):
             outcome = edit(unet, controller, batch.grid, inversion.trajectory, self.source)
         return EditResult(inversion=inversion, z_source=outcome.z_source, z_target=outcome.z_target,
-                          nfe_invert=per_row(den.nfe("invert"), B), nfe_offsets=per_row(outcome.nfe_offsets, B),
-                          nfe_edit=per_row(outcome.nfe_edit, B), network_seconds=den.seconds + outcome.unet_seconds,
+                          nfe_invert=den.nfe("invert").cpu(), nfe_offsets=outcome.nfe_offsets.cpu(),
+                          nfe_edit=outcome.nfe_edit.cpu(), network_seconds=den.seconds + outcome.unet_seconds,
                           invert_nonfinite=watch.steps(), edit_nonfinite=outcome.first_nonfinite,
                           notes=controller.report())

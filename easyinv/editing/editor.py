@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from easyinv.inversion import Denoisers, Grid, Inversion, PhaseTimer
 
-__all__ = ["SOURCE_POLICIES", "UINT8_MODES", "EditBatch", "EditResult", "Editor", "per_row"]
+__all__ = ["SOURCE_POLICIES", "UINT8_MODES", "EditBatch", "EditResult", "Editor"]
 
 SOURCE_POLICIES = ("free", "direct_offsets", "ref_latents")
 UINT8_MODES = ("truncate", "round")
@@ -111,8 +110,3 @@ class Editor:
     def edit(self, batch: EditBatch) -> EditResult:
         """Invert (or not) and edit one batch."""
         raise NotImplementedError
-
-
-def per_row(counts: Tensor, batch: int) -> Tensor:
-    """NFE per image of a phase (zeros when it made no network call)."""
-    return counts.cpu() if counts.numel() else torch.zeros(batch, dtype=torch.long)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from easyinv.editing.editor import EditBatch, Editor, per_row
+from easyinv.editing.editor import EditBatch, Editor
 from easyinv.inversion import Denoisers, FiniteWatch, Grid, Inversion, invert_with, reconstruct_with
 
 __all__ = ["FlowEditor", "Sampled"]
@@ -78,7 +78,3 @@ class FlowEditor(Editor):
         with batch.timer("source"):
             z = reconstruct_with(batch.method, den, inversion, grid, watch=watch)
         return Sampled(z, den, watch)
-
-    @staticmethod
-    def nfe(den: Denoisers, phase: str, batch: int) -> Tensor:
-        return per_row(den.nfe(phase), batch)

@@ -111,7 +111,7 @@ class FlowEditEditor(FlowEditor):
         nothing = Inversion(z_T=z0, trajectory=[z0], nfe=torch.zeros(B, dtype=torch.long))
         zero = torch.zeros(B, dtype=torch.long)
         return EditResult(inversion=nothing, z_source=z0, z_target=z_edit, nfe_invert=zero, nfe_offsets=zero,
-                          nfe_edit=self.nfe(den_s, "reconstruct", B) + self.nfe(den_t, "reconstruct", B),
+                          nfe_edit=den_s.nfe("reconstruct").cpu() + den_t.nfe("reconstruct").cpu(),
                           network_seconds=den_s.seconds + den_t.seconds, invert_nonfinite=[-1] * B,
                           edit_nonfinite=watch.steps(), fields={"nfe_source": 0})
 

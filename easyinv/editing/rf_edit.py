@@ -74,9 +74,9 @@ class RFInversionEditor(FlowEditor):
             branches.append((z, den, watch))
         (z_src, den_src, _), (z_tgt, den_tgt, watch_tgt) = branches
         return EditResult(inversion=inversion, z_source=z_src, z_target=z_tgt,
-                          nfe_invert=self.nfe(den_inv, "invert", B), nfe_offsets=torch.zeros(B, dtype=torch.long),
-                          nfe_edit=self.nfe(den_tgt, "reconstruct", B),
+                          nfe_invert=den_inv.nfe("invert").cpu(), nfe_offsets=torch.zeros(B, dtype=torch.long),
+                          nfe_edit=den_tgt.nfe("reconstruct").cpu(),
                           network_seconds=den_inv.seconds + den_src.seconds + den_tgt.seconds,
                           invert_nonfinite=watch_inv.steps(), edit_nonfinite=watch_tgt.steps(),
                           fields={"eta_steps": f"{window[0]}-{window[1]}"},
-                          row_fields=[{"nfe_source": int(k)} for k in self.nfe(den_src, "reconstruct", B)])
+                          row_fields=[{"nfe_source": int(k)} for k in den_src.nfe("reconstruct").cpu()])

@@ -85,11 +85,11 @@ class UniEditEditor(FlowEditor):
                                        ) * ((1 + m) * (v_t - v_s))
                 z = z_next
                 watch.see(z, step)
-        nfe_edit = self.nfe(den_s, "reconstruct", B) + self.nfe(den_t, "reconstruct", B)
+        nfe_edit = den_s.nfe("reconstruct").cpu() + den_t.nfe("reconstruct").cpu()
         return EditResult(inversion=inversion, z_source=source.z, z_target=z,
-                          nfe_invert=self.nfe(den_inv, "invert", B), nfe_offsets=torch.zeros(B, dtype=torch.long),
+                          nfe_invert=den_inv.nfe("invert").cpu(), nfe_offsets=torch.zeros(B, dtype=torch.long),
                           nfe_edit=nfe_edit,
                           network_seconds=den_inv.seconds + source.den.seconds + den_s.seconds + den_t.seconds,
                           invert_nonfinite=watch_inv.steps(), edit_nonfinite=watch.steps(),
                           row_fields=[{"nfe_source": int(k), "inverted_steps": n}
-                                      for k in self.nfe(source.den, "reconstruct", B)])
+                                      for k in source.den.nfe("reconstruct").cpu()])

@@ -176,8 +176,8 @@ class VInjectEditor(FlowEditor):
         fields = {"v_cache_bytes": cache.nbytes() // max(B, 1), "v_blocks": ",".join(str(b) for b in blocks),
                   "v_injected_calls": cache.injected // max(len(blocks), 1)}
         return EditResult(inversion=inversion, z_source=source.z, z_target=z_tgt,
-                          nfe_invert=self.nfe(den_inv, "invert", B), nfe_offsets=torch.zeros(B, dtype=torch.long),
-                          nfe_edit=self.nfe(den_t, "reconstruct", B),
+                          nfe_invert=den_inv.nfe("invert").cpu(), nfe_offsets=torch.zeros(B, dtype=torch.long),
+                          nfe_edit=den_t.nfe("reconstruct").cpu(),
                           network_seconds=den_inv.seconds + source.den.seconds + den_t.seconds,
                           invert_nonfinite=watch_inv.steps(), edit_nonfinite=watch.steps(), fields=fields,
-                          row_fields=[{"nfe_source": int(k)} for k in self.nfe(source.den, "reconstruct", B)])
+                          row_fields=[{"nfe_source": int(k)} for k in source.den.nfe("reconstruct").cpu()])

@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -27,7 +26,6 @@ __all__ = [
     "check_method_on_model",
     "image_seed",
     "method_label",
-    "per_image",
 ]
 
 
@@ -72,11 +70,6 @@ def bind_denoisers(model: InversionModel, prompts: list[str], guidance: dict[str
     """The model's denoisers for one batch's prompts at each phase's guidance (and null-text's, if the model has it)."""
     return Denoisers(lambda w, negative: model.denoiser(prompts, w, negative_prompts=negative), prompts, guidance,
                      null_text=lambda: model.null_text_denoiser(prompts))
-
-
-def per_image(counts: torch.Tensor, batch: int) -> torch.Tensor:
-    """NFE per image of a phase (zeros when the phase made no network call, e.g. the VAE-only ceiling)."""
-    return counts.cpu() if counts.numel() else torch.zeros(batch, dtype=torch.long)
 
 
 def check_method_on_model(method: Any, model_cfg: DictConfig) -> None:

@@ -31,7 +31,6 @@ from easyinv.run.job_parts import (
     check_method_on_model,
     image_seed,
     method_label,
-    per_image,
 )
 from easyinv.run.pipelining import BackgroundWriter, prefetch
 from easyinv.run.records import (
@@ -341,7 +340,7 @@ class Job:
         with timer("metrics"):
             scores = self.metrics.measure(rec_u8, images)
             mse = latent_mse(z_rec.float(), z0.float()).cpu()
-        nfe_inv, nfe_rec = per_image(den.nfe("invert"), B), per_image(den.nfe("reconstruct"), B)
+        nfe_inv, nfe_rec = den.nfe("invert").cpu(), den.nfe("reconstruct").cpu()
         unet_s = den.seconds / B
         unet_calls = den.calls / B  # network invocations (a CFG call covers 2 NFE)
         backward = inversion.backward_passes.cpu() if inversion.backward_passes is not None else None
