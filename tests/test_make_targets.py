@@ -71,7 +71,8 @@ def _listed(cwd: Path) -> list[str]:
 
 def test_data_bound_names_every_reproduce_target():
     """A ``reproduce-*`` target needs the user's weights or data, so on a fresh clone it stops in one line: it must be
-    in DATA_BOUND, or the slow test above fails only in CI. Checked here, in the default suite, where it is cheap."""
+    in DATA_BOUND, or the slow fresh-clone test below fails, and only in CI. Checked here, in the default suite,
+    where it is cheap."""
     listed = _listed(ROOT)
     assert {t for t in listed if t.startswith("reproduce-")} <= DATA_BOUND
     assert set(listed) >= DATA_BOUND, "DATA_BOUND names a target `make help` no longer lists"
