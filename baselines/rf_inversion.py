@@ -13,8 +13,11 @@ with y1 ~ N(0, I) drawn once per image from its seed (so a batch equals single r
 with y0 the source latent z_0. With t := σ (``time_convention: sigma``, the default) γ = 1 lands exactly on y1 and
 η = 1 on y0 (the control terms are the straight paths' own velocities); γ = η = 0 is source-time Euler
 (``method=euler``), bit for bit. ``time_convention: diffusers_community`` reproduces the community pipeline's
-``invert``, which feeds the network t_i = i/(T+1) (and divides by 1 − t_i) while stepping the shifted σ gaps: γ = 1
-then misses y1. Its sampling already uses σ, so the reverse is the same under both conventions.
+``invert`` (``examples/community/pipeline_flux_rf_inversion.py``) exactly: at step i it feeds the network
+t_i = i/(T+1), divides by 1 − t_i, and adds ``sigmas[i] − sigmas[i+1]`` taken from the *descending* σ list
+(σ_T … σ_0 of this grid), i.e. Y += h_i·û with h_i = σ_{T−i} − σ_{T−i−1}: the gaps of the mirrored levels 1 − σ,
+which equal this grid's ascending gaps only on a uniform (unshifted) grid. γ = 1 then misses y1. Its sampling already
+uses σ, so the reverse is the same under both conventions.
 
 Guidance per phase is the protocol's (``den.for_phase()``): the paper's FLUX guidance 0 when inverting and 3.5 when
 sampling, and its empty inversion prompt, are experiment settings, not fixed here. NFE: T + T. The reconstruction
@@ -58,13 +61,10 @@ def seeded_noise(like: Tensor, seeds: tuple[int, ...]) -> Tensor:
     return torch.stack(draws).to(device=like.device, dtype=like.dtype)
 
 
-def rf_inversion_forward_step(
-    z: Tensor, v: Tensor, y1: Tensor, a_from: Level, a_to: Level, gamma: float, t_from: float | None = None
-) -> Tensor:
+def rf_inversion_forward_step(z: Tensor, v: Tensor, y1: Tensor, a_from: Level, a_to: Level, gamma: float) -> Tensor:
     """One controlled inversion step of ``z`` from ``a_from`` to ``a_to`` (σ increasing) with the network velocity
-    ``v`` there: the drift v + γ·((y1 − z)/(1 − t) − v), t = ``t_from`` or the level's σ (the t := σ convention)."""
-    t = a_from.sigma if t_from is None else float(t_from)
-    return ddim_step(z, v + gamma * ((y1 - z) / (1.0 - t) - v), a_from, a_to)
+    ``v`` there: the drift v + γ·((y1 − z)/(1 − σ) − v) (the t := σ convention)."""
+    return ddim_step(z, v + gamma * ((y1 - z) / (1.0 - a_from.sigma) - v), a_from, a_to)
 
 
 def rf_inversion_reverse_step(z: Tensor, v: Tensor, y0: Tensor, a_from: Level, a_to: Level, eta: float) -> Tensor:
@@ -117,13 +117,21 @@ class RFInversion:
             raise ValueError(f"method.time_convention must be one of {list(TIME_CONVENTIONS)}, "
                              f"got {self.time_convention!r}")
 
-    def _forward_time(self, grid: Grid, i: int) -> tuple[float | int, float | None]:
-        """(network time, t of the control term) of inversion step ``i``: the source level's, or the community's
-        i/(T+1)."""
+    def _forward_step(self, grid: Grid, eps, i: int, z: Tensor, z_in: Tensor, y1: Tensor) -> Tensor:
+        """Inversion step ``i`` from ``z_in`` (``z`` blended by the walk; the network sees ``z``) in the chosen
+        time convention."""
         if self.time_convention == "sigma":
-            return grid.source_time(i), None
+            v = eps(z, grid.source_time(i))
+            return rf_inversion_forward_step(z_in, v, y1, grid.alpha_src[i], grid.alpha_tgt[i], self.gamma)
+        # the community loop, operation for operation and in its dtypes (t_i in the latent's, the scheduler's σ in
+        # float32): û = u + γ·((y1 − Y)/(1 − t_i) − u), then Y + û·(σ_desc[i] − σ_desc[i+1])
         t = i / (grid.T + 1)
-        return grid.time_at(t), t
+        u = eps(z, grid.time_at(t))
+        t_i = torch.tensor(t, dtype=z_in.dtype, device=z_in.device)
+        levels, _ = grid.levels()
+        hi, lo = (torch.tensor(levels[k].sigma, dtype=torch.float32) for k in (grid.T - i, grid.T - i - 1))
+        u_hat = u + self.gamma * ((y1 - z_in) / (1 - t_i) - u)
+        return z_in + u_hat * float(hi - lo)
 
     def invert(
         self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None
@@ -134,11 +142,8 @@ class RFInversion:
         trajectory = [z0]
         for i in range(grid.T):
             z_in = walk.step_input(i, z)
-            time, t_control = self._forward_time(grid, i)
-            v = eps(z, time)  # on the unblended latent, as the shared walk's first prediction
-            z_next = rf_inversion_forward_step(z_in, v, y1, grid.alpha_src[i], grid.alpha_tgt[i], self.gamma,
-                                               t_control)
-            z = walk.step_output(i, z_next, z)
+            # the network sees the unblended latent, as the shared walk's first prediction
+            z = walk.step_output(i, self._forward_step(grid, eps, i, z, z_in, y1), z)
             trajectory.append(z)
             if watch is not None:
                 watch.see(z, i + 1)

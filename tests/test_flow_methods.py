@@ -7,6 +7,8 @@ batch = singles and the runner (or a one-line refusal on the VP path)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -175,6 +177,40 @@ def test_rf_inversion_with_no_control_is_source_time_euler_bit_for_bit():
     assert inversion.state == {}  # no η anywhere: the source latent is not kept
     # the default window uses η, and only the first int(0.25·T) sampling steps
     assert eta_schedule(28, 0.9, 0.0, 0.25) == (0.9,) * 7 + (0.0,) * 21
+
+
+def _community_invert(network, z0: torch.Tensor, y1: torch.Tensor, sigmas: torch.Tensor, gamma: float):
+    """The forward ODE loop of diffusers' community ``FluxRFInversionPipeline.invert``, transcribed: ``sigmas`` is
+    the scheduler's descending float32 list with its final 0 (N = T + 1 entries), time runs up as i/N."""
+    n = len(sigmas)
+    y = z0
+    for i in range(n - 1):
+        t_i = torch.tensor(i / n, dtype=y.dtype)
+        u = network(y, float(t_i))
+        u_cond = (y1 - y) / (1 - t_i)
+        u_hat = u + gamma * (u_cond - u)
+        y = y + u_hat * (sigmas[i] - sigmas[i + 1])
+    return y
+
+
+@pytest.mark.parametrize("shift", [1.0, math.exp(0.63), 3.0])
+def test_rf_inversion_community_convention_is_the_community_loop_on_a_shifted_grid(shift):
+    model, T, seeds = _model(shift=shift), 28, [3, 4]  # noqa: N806
+    z0 = _data(model, 2)
+    method = RFInversion(num_steps=T, gamma=0.5, time_convention="diffusers_community")
+    inversion, _, _ = _run(model, method, z0, T, seeds)
+    levels, _ = model.grid(T).levels()
+    sigmas = torch.tensor([lv.sigma for lv in reversed(levels)], dtype=torch.float32)  # σ_T … σ_0 = 0
+    reference = _community_invert(model.network, z0, seeded_noise(z0, tuple(seeds)), sigmas, 0.5)
+    assert torch.equal(inversion.z_T, reference), float((inversion.z_T - reference).abs().max())
+    if shift != 1.0:  # the ascending gaps of a shifted grid are not the loop's: the old walk missed it by far
+        ascending = z0
+        for i in range(T):
+            t = i / (T + 1)
+            u = model.network(ascending, t)
+            h = levels[i + 1].sigma - levels[i].sigma
+            ascending = ascending + h * (u + 0.5 * ((seeded_noise(z0, tuple(seeds)) - ascending) / (1 - t) - u))
+        assert float((ascending - reference).abs().max()) > 1e-3
 
 
 def test_rf_inversion_community_time_feeding_misses_its_noise():
