@@ -102,6 +102,26 @@ def test_uni_edit_with_omega_zero_and_equal_prompts_is_the_reconstruction(flux):
     assert not torch.allclose(edited.z_target, edited.z_source)
 
 
+def test_uni_edit_inverts_with_the_empty_prompt_by_default_as_the_official_code(flux, tmp_path, tiny_model_cache):
+    """UniEdit-Flow's FLUX code (``src/edit.py``: ``prepare(..., prompt="")``) and its diffusers demo invert with "";
+    the source caption stays an option (``edit.inversion_prompt=source``)."""
+    from hydra.utils import instantiate
+
+    from baselines.uni_inv import UniInv
+
+    editor = instantiate(_flow_demo_cfg(tmp_path, tiny_model_cache, "edit=uni_edit").edit)
+    assert isinstance(editor, UniEditEditor) and editor.inversion_prompt == ""
+    assert UniEditEditor().inversion_prompt == ""
+    batch = _batch(flux, UniInv(num_steps=5), 5)
+    partial = partial_grid(batch.grid, 3)
+    for prompt, prompts in (("", ["", ""]), ("source", SOURCE)):
+        ed = UniEditEditor(num_steps=5, token_patch=2, inversion_prompt=prompt)
+        w = float(ed.invert_guidance)
+        expected = invert_with(batch.method, batch.denoisers(prompts, {"invert": w, "reconstruct": w}), batch.z0,
+                               partial, batch.seeds)
+        assert torch.equal(ed.edit(batch).inversion.z_T, expected.z_T)
+
+
 def test_token_mask_is_a_per_image_min_max_over_patches():
     v_s = torch.zeros(2, 4, 4, 4)
     v_t = torch.zeros(2, 4, 4, 4)

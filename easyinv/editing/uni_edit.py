@@ -45,9 +45,10 @@ def token_mask(v_src: Tensor, v_tgt: Tensor, patch: int = 1) -> Tensor:
 class UniEditEditor(FlowEditor):
     """Uni-Edit's knobs: ``num_steps`` T (15), ``alpha`` the inverted fraction (0.6), ``omega`` the guidance of
     the velocity difference (5), ``token_patch`` (2 on FLUX's packed tokens, 1 elsewhere); FLUX guidance 1 in both
-    phases."""
+    phases; the inversion with the empty prompt, as the official FLUX code and its diffusers demo do."""
 
     name: str = "uni_edit"
+    inversion_prompt: str = ""
     num_steps: int | None = 15
     alpha: float = 0.6
     omega: float = 5.0
