@@ -157,17 +157,22 @@ def edit(
 
 def _offsets(unet: EditUNet, controller: EditController, grid: Grid, trajectory: Sequence[Tensor],
              layout: RowLayout) -> list[Tensor]:
-    """DirectInversion's offset pass: both rows pinned to the inversion trajectory, the controller passive (the same
-    attention kernels and batch as the edit pass, so the source row is computed identically there)."""
+    """DirectInversion's offset pass, the controller passive (the same attention kernels and batch as the edit pass,
+    so the source row is computed identically there): per step ``offset = z*_prev − ẑ``, and the pass carries
+    ``ẑ + offset``, not z*_prev, as PnPInversion's ``offset_calculate`` does (``latent_cur = latents_prev_rec +
+    loss``). The two differ in the last bit, and ẑ + offset is the very number the edit pass puts in its source row,
+    so both passes evaluate the same latents and the source branch stays on the trajectory to float rounding; seeding
+    the pass with z*_prev instead lets the guided steps amplify that bit with nothing to correct it."""
     controller.active = False
     controller.begin(layout)
     offsets = []
+    z = trajectory[-1]
     for n, i in enumerate(reversed(range(grid.T))):
         controller.step = n
-        z = trajectory[i + 1]
         eps_src, _ = unet.guided(z, z, grid.timesteps[i], n)
         z_hat = ddim_step(z, eps_src, grid.alpha_tgt[i], grid.alpha_src[i])
         offsets.append(trajectory[i] - z_hat)
+        z = z_hat + offsets[-1]
     return offsets
 
 
