@@ -106,6 +106,52 @@ def test_replace_mapper(tokenizer):
         replace_mapper(SRC, "a photo of the big cat", tokenizer)
 
 
+def _upstream_replacement_mapper(x: str, y: str, tokenizer, max_len: int = 77) -> torch.Tensor:
+    """prompt-to-prompt's ``seq_aligner.get_replacement_mapper_``, transcribed with its index slip: once the last
+    replaced word is passed it writes ``mapper[j, j]`` where the alignment is ``mapper[i, j]``."""
+    words_x, words_y = x.split(" "), y.split(" ")
+    replaced = [k for k in range(len(words_y)) if words_y[k] != words_x[k]]
+    src = [word_token_indices(x, k, tokenizer) for k in replaced]
+    tgt = [word_token_indices(y, k, tokenizer) for k in replaced]
+    mapper = torch.zeros(max_len, max_len)
+    i = j = cur = 0
+    while i < max_len and j < max_len:
+        if cur < len(src) and src[cur][0] == i:
+            if len(src[cur]) == len(tgt[cur]):
+                mapper[src[cur], tgt[cur]] = 1
+            else:
+                for col in tgt[cur]:
+                    mapper[src[cur], col] = 1 / len(tgt[cur])
+            i, j, cur = i + len(src[cur]), j + len(tgt[cur]), cur + 1
+        elif cur < len(src):
+            mapper[i, j] = 1
+            i, j = i + 1, j + 1
+        else:
+            mapper[j, j] = 1
+            i, j = i + 1, j + 1
+    return mapper
+
+
+def test_replace_mapper_keeps_the_alignment_where_upstream_slips(tokenizer):
+    """Equal to prompt-to-prompt's mapper wherever every replaced word keeps its token count; after a multi-token
+    replacement upstream maps source token j (not i) to target token j, e.g. "on" to a piece of the next word. Ours
+    keeps source i → target j, and the README says so and why (PIE-Bench's runs use refine, which agrees exactly)."""
+    from pathlib import Path
+
+    same = ("a photo of the cat on a mat", "a photo of the dog on a mat")
+    assert torch.equal(replace_mapper(*same, tokenizer), _upstream_replacement_mapper(*same, tokenizer))
+    src, tgt = "a cat on a mat", "a tiger on a mat"  # cat: 1 token, tiger: 5
+    ours, upstream = replace_mapper(src, tgt, tokenizer), _upstream_replacement_mapper(src, tgt, tokenizer)
+    on = word_token_indices(src, "on", tokenizer)[0]
+    on_target = word_token_indices(tgt, "on", tokenizer)[0]
+    assert on_target == on + 4
+    assert ours[on, on_target] == 1 and ours[on].sum() == 1  # "on" attends where "on" is in the target
+    assert upstream[on, on_target] == 0 and upstream[on_target, on_target] == 1  # upstream: row j, not row i
+    assert torch.equal(ours[: on], upstream[: on])  # the two agree up to the end of the replaced word
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "get_replacement_mapper" in readme and "index slip" in readme
+
+
 def test_replace_mode_controller_applies_the_matrix(tokenizer):
     ctrl = P2PController(["a cat"], ["a tiger"], None, tokenizer, 10, mode="replace")
     ctrl.begin(RowLayout(1))

@@ -125,7 +125,9 @@ def refine_mapper(source: str, target: str, tokenizer: Any, max_len: int | None 
 def replace_mapper(source: str, target: str, tokenizer: Any, max_len: int | None = None) -> Tensor:
     """Replace edit's ``(max_len, max_len)`` matrix, source token → target token: identity along the aligned
     tokens, a replaced word maps one-to-one when both spellings have as many tokens, else each source token spreads
-    ``1/len(target tokens)`` over the target tokens. The prompts must have as many space-separated words."""
+    ``1/len(target tokens)`` over the target tokens. The prompts must have as many space-separated words. After the
+    last replaced word source token i keeps mapping to target token j, where prompt-to-prompt's
+    ``get_replacement_mapper`` writes ``[j, j]`` (an index slip that shows once token counts differ)."""
     max_len = max_len or tokenizer.model_max_length
     words_x, words_y = source.split(" "), target.split(" ")
     if len(words_x) != len(words_y):
