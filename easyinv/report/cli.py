@@ -36,12 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--html", action="store_true",
                         help="also write report.html: sortable tables, every image per method (thumbnails cached in "
                              "the run directories), side-by-side views, figures; opens from disk, no network")
-    parser.add_argument("--baseline", default="ddim",
-                        help="paired Δ columns against this method (label), or 'none' (default: ddim)")
-    parser.add_argument("--edit-baseline", default="ddim+free+p2p",
-                        help="the editing tables' baseline protocol (default: ddim+free+p2p)")
-    parser.add_argument("--bootstrap", type=int, default=10_000, help="paired bootstrap resamples (default 10000)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="Holm-corrected level of the * mark (default 0.05)")
+    parser.add_argument("--baseline", default=None,
+                        help="paired Δ columns against this method (label), or 'none' (default: ddim, where it ran); "
+                             "a baseline given here must name a method of the records")
+    parser.add_argument("--edit-baseline", default=None,
+                        help="the editing tables' baseline protocol (default: ddim+free+p2p, where it ran)")
+    parser.add_argument("--bootstrap", type=int, default=10_000,
+                        help="resamples of the mean difference's BCa bootstrap interval in the CSV (default 10000)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="Holm-adjusted level of the * mark, in (0, 1) (default 0.05)")
     parser.add_argument("--check", action="store_true",
                         help="only check completeness: per configuration, the counts of ok/skipped/nonfinite/error/"
                              "missing rows across every shard's records file against the item list in run.json; "
@@ -57,10 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if results and all(r.complete for r in results) else 1
     out = args.out or args.run_dirs[0] / "report"
     paper = None if args.paper.lower() == "none" else args.paper
-    baseline = None if args.baseline.lower() == "none" else args.baseline
-    paired = PairedSettings(baseline=baseline, edit_baseline=args.edit_baseline, bootstrap=args.bootstrap,
-                            alpha=args.alpha)
+    given = frozenset(k for k in ("baseline", "edit_baseline") if getattr(args, k) is not None)  # must be there
+    baseline = args.baseline or "ddim"
+    baseline = None if baseline.lower() == "none" else baseline
     try:
+        paired = PairedSettings(baseline=baseline, edit_baseline=args.edit_baseline or "ddim+free+p2p",
+                                bootstrap=args.bootstrap, alpha=args.alpha, require=given)
         written = write_report(args.run_dirs, out, paper_dir=paper, figures=not args.no_figures,
                                sweep=True if args.sweep else None, items=args.items, paired=paired, html=args.html)
     except (ValueError, FileNotFoundError) as e:

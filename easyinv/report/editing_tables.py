@@ -19,8 +19,8 @@ import pandas as pd
 from easyinv.data.piebench import EDIT_TYPES
 from easyinv.report.columns import DEFAULT_PAPER_DIR
 from easyinv.report.editing_figures import edit_strip
-from easyinv.report.paired import PairedSettings, paired_columns
-from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, number
+from easyinv.report.paired import PairedSettings, check_baseline, paired_columns, psnr_ceilings
+from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, number, numbers, pair_counts
 from easyinv.report.summary import mean_ci
 
 __all__ = ["EDIT_COLUMNS", "editing_table", "is_editing", "load_paper_edits", "write_editing_report"]
@@ -103,11 +103,13 @@ def editing_table(df: pd.DataFrame, paper: pd.DataFrame | None = None, by_type: 
     by = (*GROUP, "edit_type") if by_type else GROUP
     table = summarize_edits(df, by)
     if paired is not None and paired.edit_baseline is not None and paired.baseline is not None:
+        check_baseline(df["protocol"], paired.edit_baseline, paired, key="edit_baseline")
         cell = [c for c in by if c != "protocol"]
         pairs = paired_columns(df, table, cell, "protocol", paired.edit_baseline,
                                {m: lower for m, _, _, lower, _ in EDIT_COLUMNS}, paired,
                                scale={m: scale for m, _, scale, _, _ in EDIT_COLUMNS})
         table = pd.concat([table, pairs], axis=1)
+        table.attrs["psnr_ceilings"] = psnr_ceilings(df)
     for metric, *_ in EDIT_COLUMNS:
         table[f"paper_{metric}"] = math.nan
     table["paper_source"] = None
@@ -173,18 +175,20 @@ def display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
+def _short(header: str) -> str:
+    return header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
+
+
 def _pairs(row: pd.Series, style: Style) -> str:
     if pd.isna(row["pair_baseline"]):
         return style.missing
-    n = [int(row[f"pair_{m}_n"]) for m, *_ in EDIT_COLUMNS if pd.notna(row[f"pair_{m}_n"])]
-    out = [int(row[f"pair_{m}_left_out"]) for m, *_ in EDIT_COLUMNS if pd.notna(row[f"pair_{m}_left_out"])]
-    text = str(max(n, default=0))
-    return f"{text} ({max(out)} left out)" if out and max(out) else text
+    return pair_counts([(_short(h), row[f"pair_{m}_n"], row[f"pair_{m}_left_out"]) for m, h, *_ in EDIT_COLUMNS],
+                       style)
 
 
 def _pair_delta(row: pd.Series, metric: str, style: Style) -> str:
-    """The compact form: the mean per-image difference, * where the Holm-corrected Wilcoxon p is below alpha."""
-    text = number(row[f"pair_{metric}_delta"], 2, style, signed=True)
+    """The compact form: the Hodges–Lehmann shift, * where the Holm-adjusted signed-rank p is below alpha."""
+    text = numbers([row[f"pair_{metric}_delta"]], 2, style, signed=True)[0]
     return text + ("*" if row[f"pair_{metric}_significant"] == 1 else "")
 
 
@@ -206,11 +210,16 @@ def _notes(table: pd.DataFrame, paper: pd.DataFrame | None) -> list[str]:
                      "comparable with published numbers; no difference computed.")
     if "pair_baseline" in table.columns and table["pair_baseline"].notna().any():
         baseline = table["pair_baseline"].dropna().iloc[0]
+        caps = ", ".join(f"{c:.2f} dB at {s:g}×{s:g}" for s, c in table.attrs.get("psnr_ceilings", []))
         notes.append(f"Δ vs {baseline}: per image, protocol − {baseline} on the images both have a value for (in the "
-                     "printed scale; Pairs: the most pairs of any metric, left out: images without a value on both "
-                     "sides), mean difference; * where the two-sided Wilcoxon signed-rank p, Holm-corrected across "
-                     "the protocols compared, is below report.alpha. Bootstrap CIs, p-values and win rates are in "
-                     "the CSV.")
+                     "printed scale, BG PSNR capped per image at the 8-bit ceiling of the whole image: one grey level "
+                     f"off at one pixel channel{'; ' + caps if caps else ''}; Pairs: per metric where the metrics "
+                     "differ, left out: images without a value on both sides), the Hodges–Lehmann shift (median of "
+                     "the Walsh averages: the typical image's difference); * where the two-sided Wilcoxon "
+                     "signed-rank p, Holm-adjusted across the protocols compared, is below report.alpha. In the CSV: "
+                     "the shift's 95 % interval (from the same test: it excludes 0 exactly when the unadjusted "
+                     "p < 0.05), p-values, win rates (the share of images where the protocol is better, ties half) "
+                     "and the mean difference with its BCa bootstrap interval.")
     if paper is not None and not table["paper_source"].notna().any():
         notes.append("No row matches a published protocol on its model (the published rows are SD-1.4 / SD-1.5, "
                      "FLUX.1-dev and SD3 on all 700 images; see results/paper/"
@@ -229,7 +238,7 @@ def write_editing_report(df: pd.DataFrame, out_dir: str | Path, paper_dir: str |
     overall = editing_table(df, paper, paired=paired)
     per_type = editing_table(df, None, by_type=True, paired=paired)
     for name, table in (("editing", overall), ("editing_by_type", per_type)):
-        table.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
+        table.to_csv(out / f"{name}.csv", index=False)  # full precision
         written[f"{name}_csv"] = out / f"{name}.csv"
         title = "PIE-Bench editing" + (" per edit type" if name.endswith("type") else "")
         text = [f"## {title}", "", markdown_grid(display(table)), "", *[f"- {n}" for n in _notes(table, paper)], ""]

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from easyinv.report.columns import DECIMALS, HEADERS, LOWER_IS_BETTER, METRICS, QUALITY
-from easyinv.report.paired import PairedSettings, paired_columns
+from easyinv.report.paired import PairedSettings, paired_columns, psnr_ceilings
 from easyinv.report.styles import MARKDOWN, markdown_grid, metric_cell, number
 from easyinv.report.summary import extra_columns, summarize
-from easyinv.report.tables import CSV_COLUMNS, PAIRED_NOTE, pair_baseline, pair_cell, pairs_cell
+from easyinv.report.tables import CSV_COLUMNS, pair_baseline, pair_cell, paired_note, pairs_cell
 
 __all__ = [
     "LIST_PARTS",
@@ -113,6 +113,7 @@ def sweep_table(df: pd.DataFrame, keys: Sequence[str], paired: PairedSettings | 
                                {m: LOWER_IS_BETTER[m] for m in METRICS}, paired, baseline_column="method")
         pairs["pair_baseline"] = pairs["pair_baseline"].where(pairs["pair_baseline"].isna(), paired.baseline)
         table = pd.concat([table, pairs], axis=1)
+        table.attrs["psnr_ceilings"] = psnr_ceilings(df)
     table.attrs["keys"] = list(keys)
     return table
 
@@ -215,7 +216,7 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
             shown[f"Δ {metric.upper()} vs {baseline}"] = [pair_cell(r, metric, MARKDOWN) for _, r in sweep.iterrows()]
     lines = [f"## Sweep over {', '.join(keys)}", "", markdown_grid(pd.DataFrame(shown)), ""]
     if baseline is not None:
-        lines += [PAIRED_NOTE.format(baseline=baseline), ""]
+        lines += [paired_note(sweep, baseline), ""]
     several = len(sweep[list(SWEEP_CONTEXT)].drop_duplicates()) > 1
     best = best_configs(sweep, keys)
     if best:
@@ -241,6 +242,6 @@ def write_sweep(sweep: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     parts = [c for c in sweep.columns if any(c.startswith(f"{k}.") for k in keys)]
     columns = [c for c in [*SWEEP_CONTEXT, *keys, *parts, *CSV_COLUMNS] if c in sweep]
     csv = sweep[list(dict.fromkeys(columns))]
-    csv.to_csv(paths["sweep_csv"], index=False, float_format="%.6f", lineterminator="\n")
+    csv.to_csv(paths["sweep_csv"], index=False, lineterminator="\n")  # full precision
     paths["best_configs"].write_text(json.dumps(best_configs(sweep), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return paths

@@ -24,13 +24,14 @@ from easyinv.report.columns import (
     QUALITY,
     norm_precision,
 )
-from easyinv.report.paired import PAIR_STATS, PairedSettings, paired_columns
-from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, metric_cell, number
+from easyinv.report.paired import PAIR_STATS, PairedSettings, check_baseline, paired_columns, psnr_ceilings
+from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, metric_cell, number, numbers, pair_counts
 from easyinv.report.summary import summarize, with_labels
 
 __all__ = [
     "CSV_COLUMNS",
     "PAIRED_NOTE",
+    "paired_note",
     "PAPER_SETTINGS",
     "PUBLISHED_RECONSTRUCTION",
     "compare_tables",
@@ -129,9 +130,10 @@ def table1(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None,
     table = join_published(joined, (paper or {}).get("published"))
     if paired is None or paired.baseline is None:
         return table
+    check_baseline([*df["label"], *df["method"]], paired.baseline, paired)
     pairs = paired_columns(df, table, ["dataset", "model", "precision", "device"], "label", paired.baseline,
                            {m: LOWER_IS_BETTER[m] for m in METRICS}, paired, baseline_column="method")
-    return _with_pairs(table, pairs)
+    return _with_pairs(table, pairs, df)
 
 
 # other papers' reconstruction rows (results/paper/<name>.csv: method, model, dataset, label, steps, nfe, lpips, ssim,
@@ -181,12 +183,12 @@ def table2(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None,
         return table
     pairs = paired_columns(df, table, other, "precision", str(reference),
                            {m: LOWER_IS_BETTER[m] for m in METRICS}, paired)
-    return _with_pairs(table, pairs)
+    return _with_pairs(table, pairs, df)
 
 
-def _with_pairs(table: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+def _with_pairs(table: pd.DataFrame, pairs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat([table, pairs], axis=1)
-    out.attrs = dict(table.attrs)
+    out.attrs = {**table.attrs, "psnr_ceilings": psnr_ceilings(records)}
     return out
 
 
@@ -205,27 +207,30 @@ def _failures(row: pd.Series) -> str:
 
 
 def pair_cell(row: pd.Series, metric: str, style: Style) -> str:
-    """``+0.512 [+0.401, +0.623]*``: mean difference, bootstrap CI, * where the Holm-corrected p is below alpha."""
+    """``+0.512 [+0.401, +0.623]* (wins 91 %)``: the Hodges–Lehmann shift, its Wilcoxon interval, * where the
+    Holm-adjusted signed-rank p is below alpha, and the share of images where the row is better."""
     delta = row[f"pair_{metric}_delta"]
     if pd.isna(delta):
         return style.missing
-    d = DECIMALS[metric]
-    text = number(delta, d, style, signed=True)
     lo, hi = row[f"pair_{metric}_lo"], row[f"pair_{metric}_hi"]
-    if math.isfinite(lo) and math.isfinite(hi):
-        text += f" [{number(lo, d, style, signed=True)}, {number(hi, d, style, signed=True)}]"
+    shown = numbers([delta, lo, hi], DECIMALS[metric], style, signed=True)
+    text = shown[0]
+    if not (pd.isna(lo) or pd.isna(hi)):
+        text += f" [{shown[1]}, {shown[2]}]"
     if row[f"pair_{metric}_significant"] == 1:
         text += "*"
+    win = row.get(f"pair_{metric}_win", math.nan)
+    if pd.notna(win):
+        text += style.escape(f" (wins {100 * win:.0f} %)")
     return text
 
 
 def pairs_cell(row: pd.Series, metrics: tuple[str, ...], style: Style) -> str:
-    """``n`` or ``n (k left out)``: the pairs behind a row's Δ cells (the most of any metric)."""
+    """The pairs behind a row's Δ cells: ``n`` or ``n (k left out)`` when every metric has the same, else per
+    metric (:func:`~easyinv.report.styles.pair_counts`)."""
     if row.get("pair_baseline") is None or pd.isna(row.get("pair_baseline")):
         return style.missing
-    n = max(int(row[f"pair_{m}_n"]) for m in metrics if pd.notna(row[f"pair_{m}_n"]))
-    left_out = max(int(row[f"pair_{m}_left_out"]) for m in metrics if pd.notna(row[f"pair_{m}_left_out"]))
-    return f"{n} ({left_out} left out)" if left_out else str(n)
+    return pair_counts([(m.upper(), row[f"pair_{m}_n"], row[f"pair_{m}_left_out"]) for m in metrics], style)
 
 
 def pair_baseline(table: pd.DataFrame) -> str | None:
@@ -307,14 +312,26 @@ def _notes(table: pd.DataFrame, paper_setting: str) -> list[str]:
                      f"method, step count, model and dataset ({joined} here): {listed}.")
     baseline = pair_baseline(table)
     if baseline is not None:
-        notes.append(PAIRED_NOTE.format(baseline=baseline))
+        notes.append(paired_note(table, baseline))
     return notes
 
 
 PAIRED_NOTE = ("Δ vs {baseline}: per image, row − {baseline} on the images both finished (Pairs: their number; left "
-               "out: images recorded on either side without a value on both), mean [95 % percentile paired-bootstrap "
-               "CI, seeded]; * where the Wilcoxon signed-rank p (two-sided), Holm-corrected across the rows compared "
-               "with the same baseline, is below report.alpha. p-values and win rates are in the CSV.")
+               "out: images recorded on either side without a value on both), PSNR capped per image at its 8-bit "
+               "ceiling (one grey level off at one pixel channel; {ceiling}). Shown: the Hodges–Lehmann shift (median "
+               "of the Walsh averages: the typical image's difference) [95 % interval of the Wilcoxon signed-rank "
+               "test, per comparison: exact for n ≤ 50 distinct differences; ±∞ below 6 pairs]; * where that test's "
+               "two-sided p, Holm-adjusted across the rows compared with the same baseline, is below "
+               "report.alpha (unadjusted, p < 0.05 exactly when the interval excludes 0); wins: the share of images "
+               "where the row is better, ties half. The CSV also has the mean difference with a BCa bootstrap "
+               "interval, p and the Holm-adjusted p.")
+
+
+def paired_note(table: pd.DataFrame, baseline: str) -> str:
+    """:data:`PAIRED_NOTE` for ``table``, with the PSNR ceilings its comparisons used."""
+    caps = table.attrs.get("psnr_ceilings") or []
+    ceiling = ", ".join(f"{c:.2f} dB at {s:g}×{s:g}" for s, c in caps) or "20·log₁₀255 + 10·log₁₀(3·H·W) dB"
+    return PAIRED_NOTE.format(baseline=baseline, ceiling=ceiling)
 
 
 PAPER_SETTINGS = {
@@ -346,7 +363,7 @@ def markdown_table(table: pd.DataFrame, name: str = "table1") -> str:
 
 
 def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str, Path]:
-    """``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (all columns, 6 decimals) for a table1/table2 frame."""
+    """``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (all columns, full precision) for a table1/table2 frame."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     title, setting = _TITLES.get(name, name), PAPER_SETTINGS.get(name, "published numbers")
@@ -360,7 +377,7 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str
     tex = [f"% {caption[0]}; {caption[1]}", latex.rstrip(), rf"\par{{\footnotesize {visible_notes}}}"]
     paths["tex"].write_text("\n".join(tex) + "\n", encoding="utf-8")
     csv = table[[c for c in CSV_COLUMNS if c in table.columns]]
-    csv.to_csv(paths["csv"], index=False, float_format="%.6f", lineterminator="\n")
+    csv.to_csv(paths["csv"], index=False, lineterminator="\n")  # shortest repr that reads back the same float
     return paths
 
 
