@@ -41,9 +41,12 @@ class ReportCallback(Callback):
 
         out = Path(config.report_dir)
         options = config.get("report") or {}
-        paired = PairedSettings(
-            baseline=options.get("baseline", "ddim"), edit_baseline=options.get("edit_baseline", "ddim+free+p2p"),
-            bootstrap=int(options.get("bootstrap", 10_000)), alpha=float(options.get("alpha", 0.05)))
+        try:  # a bad report.bootstrap / report.alpha is one line, as the CLI's flags are
+            paired = PairedSettings(
+                baseline=options.get("baseline", "ddim"), edit_baseline=options.get("edit_baseline", "ddim+free+p2p"),
+                bootstrap=options.get("bootstrap", 10_000), alpha=options.get("alpha", 0.05))
+        except ValueError as e:
+            raise SystemExit(f"easyinv-bench: {e}") from None
         files = write_report([root], out, paired=paired, html=bool(options.get("html", False)))
         log.info("report written to %s", out)
         for key in ("table1_md", "table2_md", "sweep_md", "editing_md"):

@@ -311,3 +311,18 @@ def test_cli_refuses_bad_paired_options_in_one_line(tmp_path, args, says):
         main([str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--no-figures", "--paper", "none", *args])
     message = str(raised.value)
     assert message.startswith(f"easyinv-report: {says}") and "\n" not in message
+
+
+@pytest.mark.parametrize(("report", "says"), [
+    ({"bootstrap": 0}, "report.bootstrap (--bootstrap) must be a whole number of resamples ≥ 1, got 0"),
+    ({"alpha": 2}, "report.alpha (--alpha) must be a number strictly between 0 and 1, got 2"),
+])
+def test_end_of_run_report_refuses_bad_paired_keys_in_one_line(tmp_path, report, says):
+    from omegaconf import OmegaConf
+
+    from easyinv.callbacks import ReportCallback
+
+    config = OmegaConf.create({"report_dir": str(tmp_path / "out"), "report": report})
+    with pytest.raises(SystemExit) as raised:
+        ReportCallback()._report(tmp_path, config)
+    assert str(raised.value) == f"easyinv-bench: {says}"
