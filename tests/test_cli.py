@@ -53,3 +53,25 @@ def test_missing_model_folder_is_one_clear_line(tmp_path):
     last = out.stderr.strip().splitlines()[-1]
     assert f"{tmp_path}/models/stable-diffusion-v1-4" in last and "huggingface-cli download" in last
     assert "Traceback" not in out.stderr
+
+
+def test_another_model_on_the_default_command_runs_or_names_what_is_missing(tmp_path, tiny_model_cache):
+    """`easyinv-bench model=X` keeps the demo protocol with another model: the tiny models run (they are built
+    offline), a model without weights stops in one line naming its folder and how to get it. Both failed with
+    "unexpected keyword argument 'fit_from'" (the demo's Gaussian setting reached every model's loader)."""
+    out = bench("model=tiny-sd,tiny-flux", "method=ddim", "method.num_steps=2", "dataset.limit=1",
+                f"paths.root={tmp_path}", f"paths.cache={tiny_model_cache}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = tmp_path / "results" / "runs" / "demo"
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == [
+        f"method.num_steps=2,method=ddim,model={m}" for m in ("tiny-flux", "tiny-sd")]
+    for run in runs.glob("*/records.jsonl"):
+        assert set(pd.read_json(run, lines=True).status) == {"ok"}
+    for model, folder, hub_id in [("flux", "FLUX.1-dev", "black-forest-labs/FLUX.1-dev"),
+                                  ("sd3", "stable-diffusion-3-medium-diffusers",
+                                   "stabilityai/stable-diffusion-3-medium-diffusers")]:
+        out = bench(f"model={model}", "method=euler", "dataset.limit=1", f"paths.root={tmp_path}", cwd=tmp_path)
+        assert out.returncode != 0
+        last = out.stderr.strip().splitlines()[-1]
+        assert f"{tmp_path}/models/{folder} does not exist" in last, out.stderr[-2000:]
+        assert f"huggingface-cli download {hub_id}" in last and "Traceback" not in out.stderr

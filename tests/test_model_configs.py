@@ -52,3 +52,34 @@ def test_missing_weights_surface_through_instantiate(tmp_path):
         _instantiate(_compose("sd14", f"paths.models={tmp_path}"))
     assert isinstance(err.value.__cause__, ModelNotFoundError)
     assert str(tmp_path / "stable-diffusion-v1-4") in str(err.value.__cause__)
+
+
+
+def _load_keys(*overrides: str) -> set[str]:
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("config", overrides=["paths.root=/nonexistent", *overrides])
+    return set(cfg.model.load)
+
+
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-flux", "sd3", "flux"])
+def test_the_default_experiment_gives_another_model_only_its_own_loader_keys(model):
+    """`easyinv-bench model=tiny-sd` (the demo with another model) failed: "unexpected keyword argument 'fit_from'",
+    the demo's Gaussian setting merged into every model's loader."""
+    assert _load_keys(f"model={model}") == _load_keys("experiment=none", f"model={model}")
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        demo = compose("config", overrides=["paths.root=/nonexistent"])
+    assert demo.model.name == "gaussian" and demo.model.load.fit_from == "samples"  # the demo's model stays fitted
+
+
+def test_no_experiment_preset_writes_a_loader_key():
+    """Loader keys differ per model family, so an experiment's own body never sets ``model.load.*`` (a setting for
+    its default model alone goes in ``experiment_model/<experiment>_<model>.yaml``, merged only for that pair)."""
+    for path in sorted((CONFIG_DIR / "experiment").glob("*.yaml")):
+        body = OmegaConf.load(path)
+        assert "load" not in (body.get("model") or {}), f"{path.name} sets model.load"
+    for path in sorted((CONFIG_DIR / "experiment_model").glob("*.yaml")):
+        pairs = [(path.stem[:i], path.stem[i + 1:]) for i, c in enumerate(path.stem) if c == "_"]
+        known = [(e, m) for e, m in pairs
+                 if (CONFIG_DIR / "experiment" / f"{e}.yaml").is_file()
+                 and (CONFIG_DIR / "model" / f"{m}.yaml").is_file()]
+        assert known, f"{path.name} names no <experiment>_<model> pair"
