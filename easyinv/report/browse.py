@@ -54,6 +54,14 @@ def status_of(row: Any) -> str:
     return status
 
 
+def _rounded(x: float, decimals: int) -> float:
+    """Two decimals more than printed; a value that prints as 0 keeps 3 significant digits, so it still sorts apart
+    from an exact 0 (an LPIPS of 8.9e-5 is not a pixel-identical reconstruction)."""
+    if x == 0 or not math.isfinite(x) or abs(x) >= 10.0 ** -decimals:
+        return round(x, decimals + 2)
+    return float(f"{x:.3g}")
+
+
 def _json_number(value: Any, decimals: int) -> float | str | None:
     """Rounded for the page; NaN → null and ±∞ → "Infinity"/"-Infinity" (JSON has neither)."""
     try:
@@ -64,7 +72,14 @@ def _json_number(value: Any, decimals: int) -> float | str | None:
         return None
     if math.isinf(x):
         return "Infinity" if x > 0 else "-Infinity"
-    return round(x, decimals + 2)
+    return _rounded(x, decimals)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _url(path: Path, out_dir: Path) -> str:
@@ -131,10 +146,8 @@ def per_image_data(
         for path_of in kinds.values():
             png = path_of(run_dir, str(getattr(row, member)), item)
             where.append(folder(png, run_dir) if png.is_file() else -1)
-        values = [_json_number(getattr(row, m.key, None) if m.key in df.columns else None, m.decimals)
-                  for m in metrics]
-        values = [v * m.scale if isinstance(v, float) else v for v, m in zip(values, metrics, strict=True)]
-        values = [round(v, m.decimals + 2) if isinstance(v, float) else v for v, m in zip(values, metrics, strict=True)]
+        values = [_json_number(_float(getattr(row, m.key, None) if m.key in df.columns else None) * m.scale,
+                               m.decimals) for m in metrics]
         cells[i][column[str(row.label)]] = [status_of(row), _text(row.reason), values, where]
     return {
         "kinds": list(kinds),
