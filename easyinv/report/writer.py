@@ -91,5 +91,8 @@ def write_report(
             written[f"fig_{path.stem}"] = path
     if html:
         editing_rows = all_df[is_editing(all_df)] if "protocol" in all_df.columns else None
-        written["html"] = write_html_report(out_dir, run_dirs, written, reconstruction=df, editing=editing_rows)
+        frames = {key: frame for key, frame in (("table1_md", t1), ("table2_md", t2), ("sweep_md", table))
+                  if frame is not None}  # the unrounded numbers the page sorts by and shows the p-values of
+        written["html"] = write_html_report(out_dir, run_dirs, written, reconstruction=df, editing=editing_rows,
+                                            frames=frames)
     return written

@@ -23,32 +23,44 @@
   buttons.forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
 
   // ---------------------------------------------------------------- sortable tables
-  // A cell sorts by its leading number ("+0.512 [..]*", "43.694 ± 1.778", "∞"); "—" and text without a number last.
+  // A cell sorts by its unrounded number (data-sort, written from the table's frame; "" is a missing value), else by
+  // its leading number ("+0.512 [..]*", "43.694 ± 1.778", "∞"); "—" and text without a number sort last.
+  // Every header holds a button: Tab reaches it, Enter or Space sorts; the header's aria-sort says the order.
   function cellNumber(text) {
     const t = text.replace(/\u2212/g, "-").trim();
     if (/^[+-]?\u221e/.test(t)) return t.startsWith("-") ? -Infinity : Infinity;
     const m = t.match(/^[+-]?\d+(\.\d+)?/);
     return m ? parseFloat(m[0]) : null;
   }
-  function compareCells(a, b) {
-    const x = cellNumber(a), y = cellNumber(b);
+  function sortValue(cell) {
+    const raw = cell.dataset.sort;
+    if (raw !== undefined) {
+      const x = raw === "" ? NaN : Number(raw);
+      return { missing: Number.isNaN(x), number: Number.isNaN(x) ? null : x, text: cell.textContent.trim() };
+    }
+    const text = cell.textContent.trim();
+    return { missing: text === "—", number: cellNumber(text), text };
+  }
+  function compareValues(a, b) {
+    const x = a.number, y = b.number;
     if (x !== null && y !== null) return x === y ? 0 : (x < y ? -1 : 1);
     if (x !== null) return -1;
     if (y !== null) return 1;
-    return a.localeCompare(b);
+    return a.text.localeCompare(b.text);
   }
   document.querySelectorAll("table.sortable").forEach((table) => {
     const heads = Array.from(table.tHead.rows[0].cells);
     heads.forEach((th, col) => th.addEventListener("click", () => {
-      const desc = th.classList.contains("asc");
-      heads.forEach((h) => h.classList.remove("asc", "desc"));
-      th.classList.add(desc ? "desc" : "asc");
+      const desc = th.getAttribute("aria-sort") === "ascending";
+      heads.forEach((h) => h.setAttribute("aria-sort", "none"));
+      th.setAttribute("aria-sort", desc ? "descending" : "ascending");
       const body = table.tBodies[0];
+      const keys = new Map(Array.from(body.rows).map((r) => [r, sortValue(r.cells[col])]));
       const rows = Array.from(body.rows);
-      const missing = (r) => r.cells[col].textContent.trim() === "—";
       rows.sort((r, s) => {
-        if (missing(r) !== missing(s)) return missing(r) ? 1 : -1;  // missing values last either way
-        const c = compareCells(r.cells[col].textContent, s.cells[col].textContent);
+        const x = keys.get(r), y = keys.get(s);
+        if (x.missing !== y.missing) return x.missing ? 1 : -1;  // missing values last either way
+        const c = compareValues(x, y);
         return desc ? -c : c;
       });
       rows.forEach((r) => body.appendChild(r));
@@ -78,8 +90,12 @@
     const pageSize = Number(root.dataset.pageSize) || 25;
     const q = (role) => root.querySelector(`[data-role="${role}"]`);
     const ui = {};
-    ["method", "status", "part", "sort", "sort-method", "order", "a", "b", "prev", "next", "range", "count", "head",
-      "rows", "compare", "compare-title", "panels", "compare-metrics", "gain", "close"].forEach((r) => { ui[r] = q(r); });
+    ["method", "status", "part", "sort", "sort-method", "order", "a", "b", "head", "rows", "scroller", "compare",
+      "compare-title", "panels", "compare-metrics", "gain", "close"].forEach((r) => { ui[r] = q(r); });
+    const pager = {};  // the pagers above and below the table
+    ["prev", "next", "range", "count"].forEach((r) => {
+      pager[r] = Array.from(root.querySelectorAll(`.pager [data-role="${r}"]`));
+    });
     const methods = data.methods;
     let page = 0;
     let current = null;  // the item index shown side by side
@@ -87,15 +103,17 @@
     methods.forEach((m, i) => {
       ["method", "sort-method", "a", "b"].forEach((r) => ui[r].appendChild(el("option", { value: String(i), text: m })));
     });
-    ui.a.value = "0";
-    ui.b.value = String(Math.min(1, methods.length - 1));
+    // A: the tables' baseline where it is one of the methods (B − A then has the sign of the tables' Δ)
+    const base = methods.indexOf(data.baseline === undefined ? null : data.baseline);
+    ui.a.value = String(Math.max(0, base));
+    ui.b.value = String(base > 0 ? 0 : Math.min(1, methods.length - 1));
     Array.from(new Set(data.items.map((it) => it[1]))).sort().forEach((p) => ui.part.appendChild(
       el("option", { value: p, text: p })));
     data.metrics.forEach((m, k) => {
       ui.sort.appendChild(el("option", { value: `m${k}`, text: m.name }));
     });
     data.metrics.forEach((m, k) => {
-      ui.sort.appendChild(el("option", { value: `d${k}`, text: `${m.name}: A − B` }));
+      ui.sort.appendChild(el("option", { value: `d${k}`, text: `${m.name}: B − A` }));
     });
 
     function src(dir, stem, thumb) {
@@ -112,7 +130,7 @@
       const k = Number(s.slice(1));
       if (s[0] === "m") return value(i, Number(ui["sort-method"].value), k);
       const a = value(i, Number(ui.a.value), k), b = value(i, Number(ui.b.value), k);
-      return a === b ? 0 : a - b;  // ∞ − ∞ (two identical reconstructions) is no difference
+      return a === b ? 0 : b - a;  // B − A, as the tables' row − baseline; ∞ − ∞ (two identical images) is none
     }
     function selected() {
       const method = ui.method.value, status = ui.status.value, part = ui.part.value;
@@ -151,10 +169,10 @@
       const pages = Math.max(1, Math.ceil(rows.length / pageSize));
       page = Math.min(page, pages - 1);
       const start = page * pageSize, stop = Math.min(rows.length, start + pageSize);
-      ui.count.textContent = String(rows.length);
-      ui.range.textContent = rows.length ? `${start + 1}–${stop}` : "0";
-      ui.prev.disabled = page === 0;
-      ui.next.disabled = page >= pages - 1;
+      pager.count.forEach((n) => { n.textContent = String(rows.length); });
+      pager.range.forEach((n) => { n.textContent = rows.length ? `${start + 1}–${stop}` : "0"; });
+      pager.prev.forEach((b) => { b.disabled = page === 0; });
+      pager.next.forEach((b) => { b.disabled = page >= pages - 1; });
       ui.head.replaceChildren(el("th", { text: "image" }), el("th", { text: "reference" }),
         ...shown.map((m) => el("th", { text: methods[m] })));
       const body = [];
@@ -209,10 +227,11 @@
         panels.push(errorMap(ref, c === null ? -1 : c[3][0], stem, name));
       });
       ui.panels.replaceChildren(...panels);
-      const head = el("tr", {}, ["metric", "A", "B", "A − B"].map((t) => el("th", { text: t })));
+      const head = el("tr", {}, ["metric", `A: ${methods[a]}`, `B: ${methods[b]}`, "B − A"].map(
+        (t) => el("th", { text: t })));
       const lines = data.metrics.map((m, k) => {
         const x = value(i, a, k), y = value(i, b, k);
-        const d = x === y ? 0 : x - y;
+        const d = x === y ? 0 : y - x;  // the tables' sign: row (B) − baseline (A)
         return el("tr", {}, [m.name, fmt(x, m.decimals), fmt(y, m.decimals), fmt(d, m.decimals)].map(
           (t) => el("td", { text: t })));
       });
@@ -228,8 +247,15 @@
     ["method", "status", "part", "sort", "sort-method", "order", "a", "b"].forEach((r) => ui[r].addEventListener(
       "change", () => { page = 0; render(); }));
     ui.gain.addEventListener("change", () => { if (current !== null) openCompare(current); });
-    ui.prev.addEventListener("click", () => { page -= 1; render(); });
-    ui.next.addEventListener("click", () => { page += 1; render(); });
+    function turn(step, below) {
+      page += step;
+      render();
+      ui.scroller.scrollTop = 0;
+      if (below) ui.scroller.scrollIntoView({ block: "nearest" });  // from the lower pager: back to the first row
+    }
+    const below = (b) => b.closest("[data-role='pager-bottom']") !== null;
+    pager.prev.forEach((b) => b.addEventListener("click", () => turn(-1, below(b))));
+    pager.next.forEach((b) => b.addEventListener("click", () => turn(1, below(b))));
     ui.close.addEventListener("click", () => { current = null; ui.compare.hidden = true; });
     render();
   }
