@@ -36,8 +36,9 @@ def _noise(seed: int = 0, batch: int = 1) -> torch.Tensor:
     return torch.randn(batch, 16, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("guidance", [1.0, 4.5])
+@pytest.mark.parametrize("guidance", [0.0, 0.5, 1.0, 4.5])
 def test_sd3_generation_equals_the_pipeline(flow_models, guidance):
+    """At every w, the pipeline's: guidance is off at w <= 1 (one conditional row), v_u + w (v_c - v_u) above."""
     model, steps, prompt = flow_models["tiny-sd3"], 6, "a photo of the cat"
     noise = _noise()
     ours = reconstruct(model.denoiser([prompt], guidance), noise, model.grid(steps))[-1]
@@ -47,7 +48,7 @@ def test_sd3_generation_equals_the_pipeline(flow_models, guidance):
     assert torch.equal(ours, theirs), float((ours - theirs).abs().max())
     den = model.denoiser([prompt], guidance)
     den(noise, model.grid(steps).timesteps[-1])
-    assert den.nfe.tolist() == [2 if guidance != 1.0 else 1]  # CFG rows only where guidance changes the result
+    assert den.nfe.tolist() == [2 if guidance > 1.0 else 1]  # CFG rows only where the pipeline guides
 
 
 @pytest.mark.parametrize("guidance", [1.0, 3.5])
@@ -178,6 +179,17 @@ def test_every_method_runs_on_the_flow_transformers_or_is_refused(model, method,
         return
     inv, rec = (0, 0) if method == "vae_only" else NFE[method]
     assert (df.nfe_invert == inv).all() and (df.nfe_reconstruct == rec).all(), df[["nfe_invert", "nfe_reconstruct"]]
+
+
+def test_sd3_below_guidance_one_runs_the_conditional_row_alone(tmp_path, tiny_model_cache):
+    """A w < 1 SD3 job: one row per call (the conditional one, as the pipeline), recorded as such in NFE; it gave
+    v_u + w (v_c - v_u) on two rows."""
+    df = read_records(run_job(tmp_path, "model=tiny-sd3", f"paths.cache={tiny_model_cache}", "method=euler",
+                              f"method.num_steps={T}", "dataset.limit=1", "dataset.prompt=caption",
+                              "guidance.invert=0.5", "guidance.reconstruct=0.0"))
+    assert set(df.status) == {"ok"}, df.reason.tolist()
+    assert (df.nfe_invert == T).all() and (df.nfe_reconstruct == T).all(), df[["nfe_invert", "nfe_reconstruct"]]
+    assert (df.unet_calls == 2 * T).all()
 
 
 def test_schnell_loads_and_generates_but_refuses_inversion(tmp_path, tiny_model_cache):

@@ -4,7 +4,8 @@ Each call is shaped exactly as the diffusers pipeline makes it, so a walk over t
 pipeline: SD3 stacks [unconditional, conditional] rows and takes 1000·σ as its timestep; FLUX packs the latent into
 2×2 patches with image ids, takes ``timestep / 1000`` (in the latent's dtype, then divided, as its pipeline does) and
 its guidance scale as an input. The trajectory stays in ``latent_dtype``; only the transformer's input and output are
-cast. NFE counts rows: SD3 with guidance that changes the result costs 2 per image, otherwise 1; FLUX costs 1.
+cast. NFE counts rows: SD3 with guidance that changes the result (w > 1 against another negative) costs 2 per image,
+otherwise 1; FLUX costs 1.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ def _sd3_call(transformer: torch.nn.Module, x: Tensor, t: float, embeds: Tensor,
 class SD3Denoiser(Denoiser):
     """v(z, t) of an SD3 transformer with classifier-free guidance ``v_u + w (v_c − v_u)``.
 
-    The unconditional branch is evaluated only when it changes the result: w ≠ 1 and some row's negative
-    conditioning differs from its prompt's (then for every row of the call, as the pipeline does).
+    As ``StableDiffusion3Pipeline`` (``do_classifier_free_guidance`` is ``guidance_scale > 1``): at w ≤ 1 guidance is
+    off, and v is the conditional branch alone, one row per image (w = 0.5 is not ``v_u + 0.5 (v_c − v_u)``, w = 0
+    not ``v_u``). At w > 1 the unconditional branch is evaluated when some row's negative conditioning differs from
+    its prompt's (then for every row of the call, as the pipeline does), else it would not change the result.
+    (The SD-1.x / SD-XL UNet denoiser keeps the formula at every w: its w = 0 is ε_u; models/denoisers.py.)
     """
 
     def __init__(self, transformer: torch.nn.Module, embeds: Tensor, pooled: Tensor, neg_embeds: Tensor,
@@ -40,7 +44,7 @@ class SD3Denoiser(Denoiser):
         self.device, self.dtype = param.device, param.dtype
         self.guidance_scale = float(guidance_scale)
         same = bool(torch.equal(embeds, neg_embeds) and torch.equal(pooled, neg_pooled))
-        self.both = self.guidance_scale != 1.0 and not same
+        self.both = self.guidance_scale > 1.0 and not same  # the pipeline's do_classifier_free_guidance
         self.embeds, self.pooled = embeds.to(self.dtype), pooled.to(self.dtype)
         self.neg_embeds, self.neg_pooled = neg_embeds.to(self.dtype), neg_pooled.to(self.dtype)
 

@@ -8,7 +8,8 @@ Flow-matching transformers predict the rectified-flow velocity; the core steps t
   (SD3: ``set_timesteps(T)``, shifted by the config's ``shift``; FLUX: ``sigmas = linspace(1, 1/T, T)`` with the
   resolution-dependent ``mu`` of the packed token count), walked backwards for inversion (flow-matching.md §2, §7);
 - the network time input: SD3 takes 1000·σ, FLUX σ (the pipeline's ``timestep / 1000``) and its guidance scale as an
-  input (distilled guidance: 1 row per call); SD3 takes classifier-free guidance (2 rows where it changes the result);
+  input (distilled guidance: 1 row per call); SD3 takes classifier-free guidance (2 rows where it changes the result,
+  off at w ≤ 1 as in its pipeline);
 - the VAE's ``scaling_factor`` and ``shift_factor``: z = (E(x) − shift)·scale, x = D(z/scale + shift);
 - FLUX's 2×2-packed latents and image ids, only at the transformer boundary: methods see ``(B, 16, h, w)``.
 
@@ -283,7 +284,8 @@ class FlowTransformerModel(InversionModel):
     def denoiser(self, prompts: Sequence[str], guidance_scale: float,
                  negative_prompts: Sequence[str] | None = None) -> Denoiser:
         """v(z, t) for one prompt per row: SD3 with classifier-free guidance against ``negative_prompts`` (default
-        ""), FLUX with the guidance scale as its guidance input (a negative prompt has no meaning there)."""
+        ""; off at w ≤ 1, as in its pipeline), FLUX with the guidance scale as its guidance input (a negative prompt
+        has no meaning there)."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence with one prompt per image, not a single string")
         from easyinv.models.flow_denoisers import FluxDenoiser, SD3Denoiser
