@@ -201,6 +201,34 @@ def test_schnell_loads_and_generates_but_refuses_inversion(tmp_path, tiny_model_
         run_job(tmp_path, "model=tiny-flux-schnell", f"paths.cache={tiny_model_cache}", "method=euler")
 
 
+def test_a_schnell_folder_under_model_flux_is_refused_before_the_first_network_call(tmp_path, tiny_model_cache,
+                                                                                     monkeypatch):
+    """FLUX.1-schnell is told by its transformer (no guidance embedding), not by the config's name: `model=flux
+    model.load.source=<a schnell folder>` inverted. A FLUX.1-dev folder under the same config still runs."""
+    from diffusers import FluxTransformer2DModel
+
+    calls = []
+    forward = FluxTransformer2DModel.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(FluxTransformer2DModel, "forward", counted)
+    common = ["model=flux", "model.resolution=64", "model.load.max_sequence_length=32", "method=euler",
+              f"method.num_steps={T}", "dataset.limit=1"]
+    schnell = ensure_tiny_model("tiny-flux-schnell", tiny_model_cache)
+    with pytest.raises(ConfigError, match=r"model=flux \(.*tiny-flux-schnell\) does not invert: its FLUX transformer "
+                                          r"has no guidance embedding .*FLUX.1-schnell") as err:
+        run_job(tmp_path, *common, f"model.load.source={schnell}")
+    assert "\n" not in str(err.value) and not calls
+    records = tmp_path / "runs" / "job" / "records.jsonl"
+    assert not records.is_file() or not records.read_text().strip()  # no row: nothing was inverted
+    dev = ensure_tiny_model("tiny-flux", tiny_model_cache)
+    df = read_records(run_job(tmp_path, *common, f"model.load.source={dev}", name="dev"))
+    assert set(df.status) == {"ok"} and calls
+
+
 def test_the_wrong_folder_for_a_family_stops_in_one_line(tmp_path, tiny_model_cache):
     sd_folder = ensure_tiny_model("tiny-sd", tiny_model_cache)
     flux_folder = ensure_tiny_model("tiny-flux", tiny_model_cache)

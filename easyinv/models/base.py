@@ -79,6 +79,12 @@ class InversionModel(ABC):
         """ε with an optimisable unconditional embedding (null-text inversion); models without one say so."""
         raise ValueError(f"model {self.name!r} has no unconditional embedding to optimise (null-text inversion)")
 
+    def inversion_refusal(self) -> str | None:
+        """Why this model, as loaded, does not invert (None: it does). Read from the weights themselves, so a folder
+        given as ``model.load.source`` is judged by what it holds, not by the config's name; jobs refuse any
+        inversion (method.num_steps > 0) on it before the first network call."""
+        return None
+
     def accelerate(self, compile: str = "none", channels_last: bool = False) -> dict[str, Any]:  # noqa: A002
         """Apply GPU fast paths (``model.compile``, ``model.channels_last``); returns what was done, for run.json.
 

@@ -227,6 +227,18 @@ class FlowTransformerModel(InversionModel):
                    precision=precision, device=device, source=os.fspath(source),
                    max_sequence_length=max_sequence_length)
 
+    def inversion_refusal(self) -> str | None:
+        """FLUX.1-schnell, told by its transformer: no guidance embedding (``guidance_embeds: false``; FLUX.1-dev has
+        one), timestep-distilled for 1-4 sampling steps (its scheduler: shift 1.0, no dynamic shifting). No
+        published solver inverts it (flow-matching.md §7), whatever the config's name says."""
+        if self.family != "flux" or self.guidance_embeds:
+            return None
+        facts = self.scheduler_facts
+        schnell_scheduler = not facts.get("use_dynamic_shifting") and float(facts.get("shift") or 1.0) == 1.0
+        scheduler = "; its scheduler has shift 1.0 and no dynamic shifting" if schnell_scheduler else ""
+        return (f"its FLUX transformer has no guidance embedding (guidance_embeds: false{scheduler}): FLUX.1-schnell, "
+                "timestep-distilled, which no published solver inverts")
+
     def accelerate(self, compile: str = "none", channels_last: bool = False) -> dict[str, Any]:  # noqa: A002
         """On CUDA: TF32 only when no part runs in fp32, and ``torch.compile`` of the transformer (``mode`` =
         ``compile`` unless "none"); ``channels_last`` has no meaning for a transformer. Skipped, with the reason

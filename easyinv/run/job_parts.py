@@ -23,6 +23,7 @@ __all__ = [
     "PhaseTimer",
     "bind_denoisers",
     "build",
+    "check_loaded_model",
     "check_method_on_model",
     "image_seed",
     "method_label",
@@ -88,3 +89,14 @@ def check_method_on_model(method: Any, model_cfg: DictConfig) -> None:
     if not model_cfg.get("invertible", True) and int(getattr(method, "num_steps", 0)) > 0:
         raise ConfigError(f"model={model_cfg.name} does not invert with any published solver; it loads and "
                           "generates, and inversion jobs refuse it (method.num_steps=0, method=vae_only, runs)")
+
+
+def check_loaded_model(method: Any, model: InversionModel) -> None:
+    """Refuse, in one line and before the first network call, an inversion on a model whose loaded weights do not
+    invert (``model.inversion_refusal()``: FLUX.1-schnell given as ``model=flux model.load.source=<folder>``), as
+    :func:`check_method_on_model` refuses one whose config says so."""
+    reason = model.inversion_refusal()
+    if reason and int(getattr(method, "num_steps", 0)) > 0:
+        source = getattr(model, "source", None)
+        raise ConfigError(f"model={model.name}{f' ({source})' if source else ''} does not invert: {reason}; it loads "
+                          "and generates, and inversion jobs refuse it (method.num_steps=0, method=vae_only, runs)")

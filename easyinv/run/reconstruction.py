@@ -28,6 +28,7 @@ from easyinv.run.job_parts import (
     PhaseTimer,
     bind_denoisers,
     build,
+    check_loaded_model,
     check_method_on_model,
     image_seed,
     method_label,
@@ -171,8 +172,10 @@ class Job:
         """The configured model on this job's device, in the configured precision (parts overridden if asked)."""
         cfg = self.cfg
         precision = {**OmegaConf.to_container(cfg.precision, resolve=True), **(precision_override or {})}
-        return build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution, precision=precision,
+        model = build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution, precision=precision,
                       device=str(self.device))
+        check_loaded_model(self.method, model)  # what the weights are, not what the config calls them
+        return model
 
     @torch.no_grad()
     def _warm_up(self, prompts: list[str]) -> float:
