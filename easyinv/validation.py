@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("model", "method", "precision", "dataset", "metrics", "experiment", "paths", "job")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp64": "float64"}
+
+
+def flat_dirname(name: str) -> str:
+    """``hydra.job.override_dirname`` as one folder name (configs/config.yaml's ``${flat_dirname:...}``): a
+    path-valued override such as ``model.load.source=/data/FLUX.1-schnell`` would nest folders in the run directory.
+    Each ``/`` becomes ``_`` and, only then, 8 hex of a hash of the original are appended (as ``run.files.safe_name``
+    does), so two overrides never share a folder; a name without ``/`` is unchanged, so existing runs resume."""
+    text = str(name)
+    if "/" not in text:
+        return text
+    return f"{text.replace('/', '_')}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+# registered on import: everything that composes this project's configs imports this module (CONFIG_DIR)
+OmegaConf.register_new_resolver("flat_dirname", flat_dirname, replace=True)
 
 
 class ConfigError(ValueError):

@@ -75,3 +75,33 @@ def test_another_model_on_the_default_command_runs_or_names_what_is_missing(tmp_
         last = out.stderr.strip().splitlines()[-1]
         assert f"{tmp_path}/models/{folder} does not exist" in last, out.stderr[-2000:]
         assert f"huggingface-cli download {hub_id}" in last and "Traceback" not in out.stderr
+
+
+def _hydra_dirs(*overrides: str) -> tuple[Path, str]:
+    from hydra import compose, initialize_config_dir
+
+    from easyinv.validation import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        cfg = compose("config", overrides=["experiment=none", "paths.root=/r", *overrides], return_hydra_config=True)
+    return Path(cfg.hydra.run.dir), str(cfg.hydra.sweep.subdir)
+
+
+def test_a_path_valued_override_keeps_the_run_directory_flat(tmp_path, tiny_model_cache):
+    """`model.load.source=/abs/path` made nested folders of the run directory's name; now one folder, readable and
+    apart from any other source (a hash where a '/' was replaced), while names without '/' stay as they were."""
+    single = Path("/r/results/runs/adhoc/single")
+    run, sub = _hydra_dirs("model=flux", "model.load.source=/abs/path/FLUX.1-dev", "method=euler")
+    assert run.parent == single and "/" not in sub and run.name == sub
+    assert run.name.startswith("method=euler,model.load.source=_abs_path_FLUX.1-dev,model=flux-")
+    other, _ = _hydra_dirs("model=flux", "model.load.source=/abs_path/FLUX.1-dev", "method=euler")
+    assert other.parent == single and other != run
+    assert _hydra_dirs("model=sd14", "method=ddim") == (single / "method=ddim,model=sd14", "method=ddim,model=sd14")
+
+    folder = tiny_model_cache / "tiny-models" / "tiny-flux"  # absolute: the real app, one image, no inversion
+    out = bench("experiment=none", "model=flux", f"model.load.source={folder}", "model.resolution=64",
+                "method=vae_only", "dataset.limit=1", "metrics.lpips.random_trunk=true", f"paths.root={tmp_path}",
+                cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    made = list((tmp_path / "results" / "runs" / "adhoc" / "single").iterdir())
+    assert len(made) == 1 and (made[0] / "records.jsonl").is_file(), made
