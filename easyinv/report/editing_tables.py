@@ -216,10 +216,10 @@ def _notes(table: pd.DataFrame, paper: pd.DataFrame | None) -> list[str]:
                      f"off at one pixel channel{'; ' + caps if caps else ''}; Pairs: per metric where the metrics "
                      "differ, left out: images without a value on both sides), the Hodges–Lehmann shift (median of "
                      "the Walsh averages: the typical image's difference); * where the two-sided Wilcoxon "
-                     "signed-rank p, Holm-adjusted across the protocols compared, is below report.alpha. In the CSV: "
-                     "the shift's 95 % interval (from the same test: it excludes 0 exactly when the unadjusted "
-                     "p < 0.05), p-values, win rates (the share of images where the protocol is better, ties half) "
-                     "and the mean difference with its BCa bootstrap interval.")
+                     "signed-rank p, Holm-adjusted across the protocols compared, is below report.alpha. In the "
+                     "CSV (and report.html's Δ tooltips): the shift's 95 % interval (from the same test: it excludes "
+                     "0 exactly when the unadjusted p < 0.05), p-values, win rates (the share of images where the "
+                     "protocol is better, ties half) and the mean difference with its BCa bootstrap interval.")
     if paper is not None and not table["paper_source"].notna().any():
         notes.append("No row matches a published protocol on its model (the published rows are SD-1.4 / SD-1.5, "
                      "FLUX.1-dev and SD3 on all 700 images; see results/paper/"

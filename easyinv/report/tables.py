@@ -323,8 +323,8 @@ PAIRED_NOTE = ("Δ vs {baseline}: per image, row − {baseline} on the images bo
                "test, per comparison: exact for n ≤ 50 distinct differences; ±∞ below 6 pairs]; * where that test's "
                "two-sided p, Holm-adjusted across the rows compared with the same baseline, is below "
                "report.alpha (unadjusted, p < 0.05 exactly when the interval excludes 0); wins: the share of images "
-               "where the row is better, ties half. The CSV also has the mean difference with a BCa bootstrap "
-               "interval, p and the Holm-adjusted p.")
+               "where the row is better, ties half. p and the Holm-adjusted p are in each Δ cell's tooltip in "
+               "report.html; the CSV also has the mean difference with a BCa bootstrap interval.")
 
 
 def paired_note(table: pd.DataFrame, baseline: str) -> str:
