@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
-from baselines.edict import check_no_blend
 from easyinv.inversion import Denoisers, FiniteWatch, Grid, Inversion, ddim_step
+from easyinv.method_checks import check_no_blend, check_num_steps
 
 __all__ = ["BDIA", "amplification_guard"]
 
@@ -46,6 +46,10 @@ def amplification_guard(gamma: float, steps: int, dtype: torch.dtype | None = No
 class BDIA:
     """Exact inversion by a time-reversible two-level update with mixing weight ``gamma``."""
 
+    unsupported_paths: ClassVar[dict[str, str]] = {}
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = True
+
     name: str = "bdia"
     num_steps: int = 50
     gamma: float = 1.0
@@ -57,6 +61,9 @@ class BDIA:
             raise ValueError(f"method.gamma must be in (0, 1], got {self.gamma}")
         check_no_blend(self.name, self.blend)
         amplification_guard(self.gamma, self.num_steps)
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return T, T - 1
 
     def invert(
         self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None

@@ -16,9 +16,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
-from baselines.edict import check_no_blend
 from easyinv.inversion import Denoisers, FiniteWatch, Grid, Inversion, ddim_step
+from easyinv.method_checks import check_no_blend, check_num_steps
 
 __all__ = ["BELM", "belm_coefficients"]
 
@@ -49,6 +48,8 @@ class BELM:
         "flow": "its coefficients are written in rho = sigma/alpha, which is infinite at the flow path's noise end "
                 "(sigma = 1, alpha = 0)",
     }
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = True
 
     name: str = "belm"
     num_steps: int = 50
@@ -57,6 +58,9 @@ class BELM:
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))
         check_no_blend(self.name, self.blend)
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return T, T - 1
 
     def invert(
         self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None

@@ -12,38 +12,26 @@ the flow repositories' "ReFlow-Inv."). ``time`` is not in ``ddim.yaml``, so a DD
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
 from easyinv.inversion import Blender, Denoiser, Grid, StepContext, ddim_step
+from easyinv.method_checks import TIMES, check_num_steps, check_time
+from easyinv.steps import query_time
 
+# TIMES, check_num_steps, check_time and query_time live in easyinv.method_checks / easyinv.steps; re-exported here
 __all__ = ["DDIM", "TIMES", "check_num_steps", "check_time", "query_time"]
-
-TIMES = ("target", "source")
-
-
-def check_num_steps(num_steps: int, minimum: int = 1) -> int:
-    """``method.num_steps`` as an int >= ``minimum`` (the grid checks the upper bound against the schedule)."""
-    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < minimum:
-        raise ValueError(f"method.num_steps must be an integer >= {minimum}, got {num_steps}")
-    return int(num_steps)
-
-
-def check_time(time: str) -> str:
-    """``method.time`` as one of :data:`TIMES`."""
-    if time not in TIMES:
-        raise ValueError(f"method.time must be one of {list(TIMES)}, got {time!r}")
-    return time
-
-
-def query_time(grid: Grid, i: int, time: str) -> int | float:
-    """The network time at which inversion step ``i`` evaluates its prediction: the target or the source level's."""
-    return grid.timesteps[i] if time == "target" else grid.source_time(i)
 
 
 @dataclass(frozen=True)
 class DDIM:
     """DDIM inversion: z_t = Inv(z_s, ε(z_s, t)). NFE per step and image: 1."""
+
+    # declarations (easyinv.method_checks.DECLARATIONS)
+    unsupported_paths: ClassVar[dict[str, str]] = {}
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = False
 
     name: str = "ddim"
     num_steps: int = 50
@@ -53,6 +41,9 @@ class DDIM:
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))
         check_time(self.time)
+
+    def nfe_per_image(self, T: int) -> tuple[int, int]:  # noqa: N803
+        return T, T
 
     def step(self, eps: Denoiser, z: Tensor, i: int, grid: Grid, ctx: StepContext) -> Tensor:
         """One inversion step ``(B, C, H, W) -> (B, C, H, W)`` from level ᾱ_src[i] to ᾱ_tgt[i]."""

@@ -13,26 +13,24 @@ Exactness needs the same ε both ways, so the inversion uses the reconstruction'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
 from easyinv.inversion import Denoisers, FiniteWatch, Grid, Inversion, ddim_step
+from easyinv.method_checks import check_no_blend, check_num_steps
 
+# check_no_blend lives in easyinv.method_checks; re-exported here
 __all__ = ["EDICT", "check_no_blend"]
-
-
-def check_no_blend(name: str, blend: object) -> None:
-    """Methods that own their walk cannot take EasyInv's blend (the shared walk applies it)."""
-    if blend is not None:
-        raise ValueError(f"method.blend: {name} walks the grid itself; the EasyInv blend composes only with "
-                         "ddim, renoise, fixed_point and the flow methods that apply it in their own walk "
-                         "(rf_solver, fireflow, uni_inv, rf_inversion)")
 
 
 @dataclass(frozen=True)
 class EDICT:
     """Exact inversion by coupled transformations; ``mix`` is the paper's p (0.93)."""
+
+    unsupported_paths: ClassVar[dict[str, str]] = {}
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = True
 
     name: str = "edict"
     num_steps: int = 50
@@ -45,6 +43,9 @@ class EDICT:
         if not 0.5 < float(self.mix) <= 1.0:
             raise ValueError(f"method.mix must be in (0.5, 1], got {self.mix}")
         check_no_blend(self.name, self.blend)
+
+    def nfe_per_image(self, T: int) -> tuple[int, int]:  # noqa: N803
+        return 2 * T, 2 * T
 
     def _swapped(self, k: int, T: int) -> bool:  # noqa: N803
         return self.leapfrog and (T - 1 - k) % 2 == 1

@@ -22,12 +22,13 @@ running (the denoiser's ``rows``), so NFE and results are per image and a batch 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
 from easyinv.inversion import Blender, Denoiser, Grid, StepContext, ddim_step
+from easyinv.method_checks import check_num_steps
 
 __all__ = ["ACCELERATIONS", "FixedPoint", "anderson_weights"]
 
@@ -57,6 +58,10 @@ def anderson_weights(residuals: Tensor, ridge: float) -> Tensor:
 class FixedPoint:
     """Fixed-point inversion with optional acceleration. NFE per step and image: 1 + iters (fewer with ``tol``)."""
 
+    unsupported_paths: ClassVar[dict[str, str]] = {}
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = False
+
     name: str = "fixed_point"
     num_steps: int = 20  # AIDI targets 10-20 steps; EasyInv ran it at "its recommended" count (algorithms.md §4.3)
     iters: int = 5  # wmchen AIDI configs (num_iter_steps: 5); EasyInv's code comment says 6
@@ -80,6 +85,9 @@ class FixedPoint:
             raise ValueError(f"method.ridge must be > 0 (it keeps the Anderson system solvable), got {self.ridge}")
         if self.tol is not None and not float(self.tol) >= 0.0:
             raise ValueError(f"method.tol must be >= 0 or null, got {self.tol}")
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return (T * (1 + self.iters), T) if self.tol is None else None  # tol: rows stop on their own
 
     def step(self, eps: Denoiser, z: Tensor, i: int, grid: Grid, ctx: StepContext) -> Tensor:
         """Solve one implicit inversion step for all rows of ``z`` ``(B, C, H, W)``."""

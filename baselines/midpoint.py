@@ -26,8 +26,8 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
 from easyinv.inversion import Blender, BlendWalk, Denoiser, Denoisers, FiniteWatch, Grid, Inversion, Level, ddim_step
+from easyinv.method_checks import check_num_steps
 
 __all__ = ["Midpoint", "midpoint_level", "midpoint_step"]
 
@@ -70,6 +70,8 @@ class Midpoint:
 
     # read by the job before any weight loads (easyinv.run.job_parts.check_method_on_model)
     unsupported_paths: ClassVar[dict[str, str]] = {"vp": FLOW_ONLY}
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = False
 
     name: str = "rf_solver"
     num_steps: int = 15
@@ -80,6 +82,9 @@ class Midpoint:
         object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))
         if not isinstance(self.reuse, bool):
             raise ValueError(f"method.reuse must be true or false, got {self.reuse!r}")
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return (T + 1, T + 1) if self.reuse else (2 * T, 2 * T)
 
     def invert(
         self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None

@@ -17,9 +17,9 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from baselines.ddim import DDIM, check_num_steps
-from baselines.edict import check_no_blend
+from baselines.ddim import DDIM
 from easyinv.inversion import Denoisers, FiniteWatch, Grid, Inversion, invert, reconstruct
+from easyinv.method_checks import check_no_blend, check_num_steps
 
 __all__ = ["NegativePrompt"]
 
@@ -29,7 +29,9 @@ class NegativePrompt:
     """NPI: conditional DDIM pivots, reconstruction with the source prompt as negative prompt."""
 
     # read by the job before any weight loads (easyinv.run.job_parts.check_method_on_model)
-    needs_cfg: ClassVar[str] = "it puts the prompt into the unconditional branch of classifier-free guidance"
+    needs_cfg: ClassVar[str | None] = "it puts the prompt into the unconditional branch of classifier-free guidance"
+    unsupported_paths: ClassVar[dict[str, str]] = {}
+    exact: ClassVar[bool] = False
 
     name: str = "negative_prompt"
     num_steps: int = 50
@@ -39,6 +41,9 @@ class NegativePrompt:
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))
         check_no_blend(self.name, self.blend)
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return T, T  # u = c: the guided reconstruction is ε_c, one call
 
     def invert(
         self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None

@@ -23,9 +23,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from baselines.ddim import DDIM, check_num_steps
-from baselines.edict import check_no_blend
+from baselines.ddim import DDIM
 from easyinv.inversion import Denoisers, FiniteWatch, Grid, Inversion, ddim_step, invert
+from easyinv.method_checks import check_no_blend, check_num_steps
 
 __all__ = ["NullText"]
 
@@ -39,7 +39,9 @@ class NullText:
     """
 
     # read by the job before any weight loads (easyinv.run.job_parts.check_method_on_model)
-    needs_cfg: ClassVar[str] = "it optimises the unconditional embedding of classifier-free guidance"
+    needs_cfg: ClassVar[str | None] = "it optimises the unconditional embedding of classifier-free guidance"
+    unsupported_paths: ClassVar[dict[str, str]] = {}
+    exact: ClassVar[bool] = False
 
     name: str = "null_text"
     num_steps: int = 50
@@ -61,6 +63,9 @@ class NullText:
             raise ValueError(f"method.lr must be > 0, method.early_stop and method.early_stop_slope >= 0, got "
                              f"{self.lr}, {self.early_stop}, {self.early_stop_slope}")
         check_no_blend(self.name, self.blend)
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return None  # T + Σ(1 + n_i + 2) inversion with n_i Adam steps per timestep; 2T reconstruction
 
     def invert(
         self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None

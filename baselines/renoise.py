@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
 from easyinv.inversion import Blender, Denoiser, Grid, StepContext, ddim_step
+from easyinv.method_checks import check_num_steps
 
 __all__ = ["REFERENCES", "WEIGHT_PRESETS", "ReNoise", "auto_corr_loss", "patch_kl_loss", "regularise"]
 
@@ -168,6 +168,8 @@ class ReNoise:
         "flow": "its first-step window is given in SD timesteps and its noise regularisation acts on epsilon "
                 "predictions; no flow version of ReNoise is defined",
     }
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = False
 
     name: str = "renoise"
     num_steps: int = 50
@@ -226,6 +228,10 @@ class ReNoise:
         return K, averaged, reg, active and use_mean
 
     # ---- one step ------------------------------------------------------------------------------------------------
+
+    def nfe_per_image(self, T: int) -> None:  # noqa: N803
+        return None  # T x (K + 1) estimates, capped below first_step_max_timestep, + a reference row per regularised
+        # step: it depends on the grid's timesteps (13 reference rows at T = 50 on SD)
 
     def step(self, eps: Denoiser, z: Tensor, i: int, grid: Grid, ctx: StepContext) -> Tensor:
         """ReNoise step for ``z`` ``(B, C, H, W)``: K + 1 predictions (+1 reference row where it regularises)."""

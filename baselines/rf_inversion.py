@@ -34,8 +34,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
-from easyinv.inversion import Blender, BlendWalk, Denoisers, FiniteWatch, Grid, Inversion, Level, ddim_step
+from easyinv.inversion import Blender, BlendWalk, Denoisers, FiniteWatch, Grid, Inversion, ddim_step
+from easyinv.method_checks import check_num_steps
+from easyinv.steps import eta_schedule, rf_inversion_forward_step, rf_inversion_reverse_step, seeded_noise
 
 __all__ = [
     "TIME_CONVENTIONS",
@@ -47,37 +48,8 @@ __all__ = [
 ]
 
 TIME_CONVENTIONS = ("sigma", "diffusers_community")
-
-
-NOISE_SALT = 21  # keeps y1 apart from other draws from the image's seed (a sampled VAE posterior draws it plain)
-
-
-def seeded_noise(like: Tensor, seeds: tuple[int, ...]) -> Tensor:
-    """One N(0, I) sample per row of ``like`` ``(B, C, H, W)``, drawn on the CPU in float32 from that row's seed
-    (salted) alone, so independent of the batch; returned in ``like``'s dtype and device."""
-    draws = [torch.randn(like.shape[1:], dtype=torch.float32,
-                         generator=torch.Generator().manual_seed((int(s) * 1_000_003 + NOISE_SALT) % (2**63 - 1)))
-             for s in seeds]
-    return torch.stack(draws).to(device=like.device, dtype=like.dtype)
-
-
-def rf_inversion_forward_step(z: Tensor, v: Tensor, y1: Tensor, a_from: Level, a_to: Level, gamma: float) -> Tensor:
-    """One controlled inversion step of ``z`` from ``a_from`` to ``a_to`` (σ increasing) with the network velocity
-    ``v`` there: the drift v + γ·((y1 − z)/(1 − σ) − v) (the t := σ convention)."""
-    return ddim_step(z, v + gamma * ((y1 - z) / (1.0 - a_from.sigma) - v), a_from, a_to)
-
-
-def rf_inversion_reverse_step(z: Tensor, v: Tensor, y0: Tensor, a_from: Level, a_to: Level, eta: float) -> Tensor:
-    """One controlled sampling step of ``z`` from ``a_from`` to ``a_to`` (σ decreasing) with the network velocity
-    ``v`` there: the drift v + η·((z − y0)/σ − v), whose control term is the velocity of the straight path to
-    ``y0`` (RF-Inversion's reverse ODE; an editor passes the target prompt's v and the source latent as y0)."""
-    return ddim_step(z, v + eta * ((z - y0) / a_from.sigma - v), a_from, a_to)
-
-
-def eta_schedule(steps: int, eta: float, start: float, stop: float) -> tuple[float, ...]:
-    """η_i for sampling steps i = 0 … T−1: ``eta`` for int(start·T) ≤ i < int(stop·T), 0 elsewhere."""
-    lo, hi = int(start * steps), int(stop * steps)
-    return tuple(float(eta) if lo <= i < hi else 0.0 for i in range(steps))
+# eta_schedule, rf_inversion_forward_step, rf_inversion_reverse_step and seeded_noise live in easyinv.steps (the
+# RF-Inversion editor shares them); re-exported here
 
 
 def _fraction(key: str, value: float) -> float:
@@ -97,6 +69,8 @@ class RFInversion:
         "vp": "its control terms are the velocities of straight paths to a noise sample and to the source, which "
               "only the rectified-flow path has",
     }
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = False
 
     name: str = "rf_inversion"
     num_steps: int = 28
@@ -116,6 +90,9 @@ class RFInversion:
         if self.time_convention not in TIME_CONVENTIONS:
             raise ValueError(f"method.time_convention must be one of {list(TIME_CONVENTIONS)}, "
                              f"got {self.time_convention!r}")
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return T, T
 
     def _forward_step(self, grid: Grid, eps, i: int, z: Tensor, z_in: Tensor, y1: Tensor) -> Tensor:
         """Inversion step ``i`` from ``z_in`` (``z`` blended by the walk; the network sees ``z``) in the chosen

@@ -19,11 +19,12 @@ fresh prediction on a latent of the walk, v(z_0, σ_0), is at iteration 0, which
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
-from baselines.ddim import check_num_steps
 from easyinv.inversion import Blender, BlendWalk, Denoiser, Denoisers, FiniteWatch, Grid, Inversion, Level, ddim_step
+from easyinv.method_checks import check_num_steps
 
 __all__ = ["UniInv", "uni_inv_step"]
 
@@ -41,12 +42,19 @@ def uni_inv_step(
 class UniInv:
     """Uni-Inv inversion (T + 1 NFE) with the default Euler/DDIM reconstruction (T NFE)."""
 
+    unsupported_paths: ClassVar[dict[str, str]] = {}
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = False
+
     name: str = "uni_inv"
     num_steps: int = 15  # UniEdit-Flow's default T on FLUX and SD3
     blend: Blender | None = None  # EasyInv's blend over the inversion walk (ours); None: the paper's method
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return T + 1, T
 
     def invert(
         self, den: Denoisers, z0: Tensor, grid: Grid, seeds: tuple[int, ...], watch: FiniteWatch | None

@@ -44,6 +44,7 @@ __all__ = [
     "TrajectoryWatch",
     "as_level",
     "ddim_step",
+    "euler_dt",
     "invert",
     "invert_with",
     "reconstruct",
@@ -206,7 +207,7 @@ def ddim_step(z: Tensor, eps: Tensor, a_src: float | Level, a_tgt: float | Level
     if isinstance(a_src, Level) or isinstance(a_tgt, Level):
         src, tgt = as_level(a_src), as_level(a_tgt)
         if src.prediction == tgt.prediction == "flow":
-            return z + _euler_dt(src.sigma, tgt.sigma, z.dtype == torch.float64) * eps
+            return z + euler_dt(src.sigma, tgt.sigma, z.dtype == torch.float64) * eps
         x0, noise = src.split(z, eps)
         return tgt.alpha * x0 + tgt.sigma * noise
     sq_s, sq1_s, sq_t, sq1_t = _coefficients(a_src, a_tgt, z.dtype == torch.float64)
@@ -215,7 +216,7 @@ def ddim_step(z: Tensor, eps: Tensor, a_src: float | Level, a_tgt: float | Level
 
 
 @lru_cache(maxsize=4096)
-def _euler_dt(s: float, t: float, double: bool) -> float:
+def euler_dt(s: float, t: float, double: bool) -> float:
     """σ_t − σ_s rounded as the Euler scheduler computes it: in float32 (float64 for float64 latents)."""
     ctype = torch.float64 if double else torch.float32
     return float(torch.tensor(t, dtype=ctype) - torch.tensor(s, dtype=ctype))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor
 
-from baselines.ddim import check_num_steps, check_time, query_time
 from easyinv.blend import Blend, check_blend_args
 from easyinv.inversion import Denoiser, Grid, StepContext, ddim_step
+from easyinv.method_checks import check_num_steps, check_time
+from easyinv.steps import query_time
 
 __all__ = ["EasyInv"]
 
@@ -26,6 +28,10 @@ class EasyInv:
     Defaults are the SD-1.x code defaults (η = 0.5, window (0.05, 0.25) → iterations 3..12 at T = 50); the YAML takes
     η and the window from the model family (``model.easyinv``).
     """
+
+    unsupported_paths: ClassVar[dict[str, str]] = {}
+    needs_cfg: ClassVar[str | None] = None
+    exact: ClassVar[bool] = False
 
     name: str = "easyinv"
     num_steps: int = 50
@@ -49,6 +55,9 @@ class EasyInv:
             object.__setattr__(self, name, value)
         blend = Blend(eta=eta, interval=interval, k=k, steps=steps, variant=variant, config_key="method")
         object.__setattr__(self, "blend", blend)
+
+    def nfe_per_image(self, T: int) -> tuple[int, int] | None:  # noqa: N803
+        return T, T  # the blend costs nothing
 
     def step(self, eps: Denoiser, z: Tensor, i: int, grid: Grid, ctx: StepContext) -> Tensor:
         """The DDIM step: ε on the query latent (unblended under ``released``), update from ``z`` (blended)."""

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from baselines.rf_inversion import eta_schedule, rf_inversion_reverse_step
 from easyinv.editing.editor import EditBatch, EditResult
 from easyinv.editing.flow_editor import FlowEditor
 from easyinv.inversion import Denoiser, FiniteWatch, Grid
+from easyinv.steps import eta_schedule, rf_inversion_reverse_step
 
 __all__ = ["RFInversionEditor", "controlled_sample"]
 

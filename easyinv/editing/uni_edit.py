@@ -17,7 +17,7 @@ from torch import Tensor
 
 from easyinv.editing.editor import EditBatch, EditResult
 from easyinv.editing.flow_editor import FlowEditor
-from easyinv.inversion import FiniteWatch, Grid, _euler_dt, ddim_step
+from easyinv.inversion import FiniteWatch, Grid, ddim_step, euler_dt
 
 __all__ = ["UniEditEditor", "partial_grid", "token_mask"]
 
@@ -82,7 +82,7 @@ class UniEditEditor(FlowEditor):
                 m = token_mask(v_s, v_t, int(self.token_patch))
                 z_next = ddim_step(z, m * v_t + (1 - m) * v_s, here, there)
                 if self.omega:
-                    z_next = z_next + (float(self.omega) * _euler_dt(here.sigma, there.sigma, z.dtype == torch.float64)
+                    z_next = z_next + (float(self.omega) * euler_dt(here.sigma, there.sigma, z.dtype == torch.float64)
                                        ) * ((1 + m) * (v_t - v_s))
                 z = z_next
                 watch.see(z, step)
