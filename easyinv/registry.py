@@ -1,52 +1,90 @@
-"""Method name → class, for code that starts from a recorded name (reports, notebooks, scripts).
+"""Method name → class and instance, derived from the ``method`` config group (reports, notebooks, scripts, tests).
 
-The runner does not use it: it builds methods with ``hydra.utils.instantiate(cfg.method)``.
+Nothing here is kept by hand: a name is a file ``configs/method/<name>.yaml``, its class that file's ``_target_``,
+and :func:`make_method` builds it from that file's keys, so ``make_method(name, **keys)`` is exactly what
+``method=name`` (with ``method.<key>=...`` overrides) instantiates, and a recorded name rebuilds the method that ran.
+A YAML whose values come from the model (EasyInv's ``${model.easyinv.eta}``) needs ``model=`` (a model config name
+or the recorded ``model`` node) unless the key is given. The runner does not use this module: it builds methods
+with ``hydra.utils.instantiate(cfg.method)``, which reads the same file.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from baselines.bdia import BDIA
-from baselines.belm import BELM
-from baselines.ddim import DDIM
-from baselines.edict import EDICT
-from baselines.fixed_point import FixedPoint
-from baselines.midpoint import Midpoint
-from baselines.negative_prompt import NegativePrompt
-from baselines.null_text import NullText
-from baselines.renoise import ReNoise
-from baselines.rf_inversion import RFInversion
-from baselines.uni_inv import UniInv
-from baselines.vae_only import VAEOnly
-from easyinv.method import EasyInv
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
-__all__ = ["METHODS", "make_method"]
+from easyinv.method_checks import check_declared
+from easyinv.validation import CONFIG_DIR
 
-METHODS: dict[str, type] = {
-    "vae_only": VAEOnly,
-    "ddim": DDIM,
-    "euler": DDIM,
-    "easyinv": EasyInv,
-    "renoise": ReNoise,
-    "fixed_point": FixedPoint,
-    "negative_prompt": NegativePrompt,
-    "null_text": NullText,
-    "edict": EDICT,
-    "bdia": BDIA,
-    "belm": BELM,
-    "rf_solver": Midpoint,
-    "fireflow": Midpoint,
-    "uni_inv": UniInv,
-    "rf_inversion": RFInversion,
-}
-# names whose class needs more than the name to be that method (the YAML's switches)
-PRESETS: dict[str, dict[str, Any]] = {"euler": {"time": "source"}, "rf_solver": {"reuse": False},
-                                      "fireflow": {"reuse": True}}
+__all__ = ["make_method", "method_class", "method_classes", "method_config", "method_defaults", "method_names"]
 
 
-def make_method(name: str, **fields: Any) -> Any:
-    """Build the method registered as ``name`` with the given fields (validated by the method itself)."""
-    if name not in METHODS:
-        raise ValueError(f"method.name must be one of {list(METHODS)}, got {name!r}")
-    return METHODS[name](name=name, **{**PRESETS.get(name, {}), **fields})
+def method_names(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The choices of the ``method`` group: one per ``configs/method/<name>.yaml``, sorted."""
+    return sorted(p.stem for p in (Path(config_dir) / "method").glob("*.yaml"))
+
+
+def method_config(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """``configs/method/<name>.yaml`` as written (interpolations unresolved)."""
+    path = Path(config_dir) / "method" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"method.name must be one of {method_names(config_dir)}, got {name!r}")
+    node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ValueError(f"{path} has no _target_ (the method's class)")
+    return node
+
+
+def _locate(target: str) -> Any:
+    module, _, attr = target.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def method_class(name: str, config_dir: Path = CONFIG_DIR) -> type:
+    """The class ``method=name`` instantiates, refused (TypeError naming what to declare) unless it states the facts
+    of :data:`easyinv.method_checks.DECLARATIONS`."""
+    return check_declared(_locate(str(method_config(name, config_dir)._target_)), name)
+
+
+def method_defaults(name: str, model: str | Mapping[str, Any] | None = None, config_dir: Path = CONFIG_DIR,
+                    skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The YAML's keys (less ``_target_`` and ``skip``) resolved as the composed config resolves them: lists stay
+    lists, as ``instantiate(..., _convert_="all")`` passes them. ``model``: a model config name or node, for values
+    that come from the model."""
+    raw = OmegaConf.to_container(method_config(name, config_dir), resolve=False)
+    root: dict[str, Any] = {"method": {k: v for k, v in raw.items() if k != "_target_" and k not in skip}}
+    if model is not None:
+        root["model"] = OmegaConf.load(Path(config_dir) / "model" / f"{model}.yaml") if isinstance(model, str) \
+            else OmegaConf.create(dict(model) if not isinstance(model, DictConfig) else model)
+    cfg = OmegaConf.create(root)
+    try:
+        return OmegaConf.to_container(cfg.method, resolve=True)  # type: ignore[return-value]
+    except InterpolationResolutionError as e:
+        raise ValueError(f"method={name}: {e.__class__.__name__} resolving its YAML ({str(e).splitlines()[0]}); "
+                         "pass model=<model config name> or the key itself") from None
+
+
+def make_method(name: str, model: str | Mapping[str, Any] | None = None, config_dir: Path = CONFIG_DIR,
+                **fields: Any) -> Any:
+    """Build ``method=name`` from its YAML with ``fields`` overriding its keys (validated by the method itself).
+
+    A field given as a mapping with ``_target_`` (a recorded ``method.blend``) is instantiated as Hydra would."""
+    cls = method_class(name, config_dir)
+    kwargs = {**method_defaults(name, model, config_dir, skip=tuple(fields)), **fields}
+    for key, value in kwargs.items():
+        if isinstance(value, Mapping) and "_target_" in value:
+            from hydra.utils import instantiate  # only for nested configs
+
+            kwargs[key] = instantiate(OmegaConf.create(dict(value)), _convert_="all")
+    return cls(**kwargs)
+
+
+
+def method_classes(config_dir: Path = CONFIG_DIR) -> dict[str, type]:
+    """Name → class of every method YAML (imports every method)."""
+    return {name: method_class(name, config_dir) for name in method_names(config_dir)}
