@@ -1,20 +1,18 @@
-"""Config layer and batching: every method YAML composes with Hydra, instantiates, runs on ``model=gaussian``, and a
-batch of 3 different images gives the same latents and NFE as 3 single runs (fp32, ≤ 1e-5)."""
+"""Config layer and batching: every method YAML (found from the config group, tests/method_cases.py) composes with
+Hydra, instantiates, runs on the closed-form model of each path it runs on, and a batch of 3
+different images gives the same latents and NFE as 3 single runs (fp32, ≤ 1e-5)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from method_cases import CASES as METHOD_CASES
+from method_cases import CONFIGS, steps_of
 
 from easyinv.inversion import Denoisers, invert_with, reconstruct_with
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-METHOD_FILES = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
 
 
 def overrides_for(*extra: str) -> list[str]:
@@ -37,39 +35,25 @@ def build(*extra: str):
     return instantiate(cfg.method), model
 
 
-def test_every_method_file_is_covered():
-    assert METHOD_FILES == ["bdia", "belm", "ddim", "easyinv", "edict", "euler", "fireflow", "fixed_point",
-                            "negative_prompt", "null_text", "renoise", "rf_inversion", "rf_solver", "uni_inv",
-                            "vae_only"]
-    assert (CONFIGS / "method" / "blend" / "easyinv.yaml").exists()
-
-
-CASES = [
-    ["method=vae_only"],
-    ["method=ddim"],
-    ["method=euler"],  # on SD: DDIM with ε at the source timestep
+# every method YAML at its defaults (fewer steps) on the closed-form model of each path it runs on, found from the
+# config group (tests/method_cases.py), then variants of some methods' settings
+DEFAULTS = [[*(["model=gaussian_flow"] if path == "flow" else []), f"method={name}",
+             *([f"method.num_steps={steps_of(name)}"] if steps_of(name) else [])] for name, path in METHOD_CASES]
+VARIANTS = [
+    ["method=euler"],  # on SD: DDIM with ε at the source timestep, at its 28 steps
     ["method=easyinv"],
     ["method=easyinv", "method.variant=algorithm", "method.k=2"],
-    ["method=renoise"],
     ["method=renoise", "method.weights=released", "method.reference=clean"],
     ["method=renoise", "+method/blend=easyinv"],
     ["method=fixed_point"],
     ["method=fixed_point", "method.acceleration=anderson", "method.tol=0.003"],
     ["method=fixed_point", "method.acceleration=none", "method.tol=0.01", "+method/blend=easyinv"],
-    ["method=negative_prompt"],
-    ["method=edict"],
-    ["method=bdia"],
     ["method=bdia", "method.gamma=0.94"],
-    ["method=belm"],
-    ["method=null_text", "method.num_steps=10"],
-    ["method=uni_inv"],
     ["method=uni_inv", "+method/blend=easyinv"],
-    # the flow-only methods on the closed-form flow model (the tiny transformers: tests/test_flow_methods.py)
-    ["model=gaussian_flow", "method=rf_solver"],
     ["model=gaussian_flow", "method=fireflow", "+method/blend=easyinv", "method.blend.interval=[0.2,0.8]"],
-    ["model=gaussian_flow", "method=rf_inversion"],
     ["model=gaussian_flow", "method=rf_inversion", "method.stop=1.0", "method.time_convention=diffusers_community"],
 ]
+CASES = DEFAULTS + VARIANTS
 
 
 @pytest.mark.parametrize("extra", CASES, ids=[" ".join(c) for c in CASES])
