@@ -1,4 +1,9 @@
-"""Config checks that must fail in one line, before any dataset is read or any weight is loaded."""
+"""Config checks that must fail in one line, before any dataset is read or any weight is loaded: the base layer's
+part, checks of config values alone (dtypes, devices, sizes, fast paths, group choices on the command line).
+
+Every job kind runs all of its checks through one entry point, ``easyinv.run.job_parts.check_config``, which calls
+:func:`check_run_config` first and then the checks that need the method, dataset and editor objects.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("model", "method", "precision", "dataset", "metrics", "experiment", "paths", "job")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp64": "float64"}
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
+FALLBACKS = ("none", "fp32")  # precision.fallback: what a non-finite image is retried in
 
 
 def flat_dirname(name: str) -> str:
@@ -71,10 +78,22 @@ def parse_dtype(name: str | torch.dtype, key: str = "precision") -> torch.dtype:
     return DTYPES[text]
 
 
+def check_fast_paths(compile: str, channels_last: bool) -> None:  # noqa: A002 - the config key's name
+    """Validate ``model.compile`` / ``model.channels_last`` on every device, so a typo fails before a GPU job."""
+    if compile not in COMPILE_MODES:
+        raise ConfigError(f"model.compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
+    if not isinstance(channels_last, bool):
+        raise ConfigError(f"model.channels_last must be true or false, got {channels_last!r}")
+
+
 def check_run_config(cfg: DictConfig) -> None:
     """Protocol keys that no constructor checks (the method and dataset validate themselves)."""
     for part in ("unet", "vae", "latent"):
         parse_dtype(cfg.precision[part], f"precision.{part}")
+    fallback = str(cfg.precision.get("fallback", "none"))
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"precision.fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
+    check_fast_paths(str(cfg.model.get("compile", "none")), cfg.model.get("channels_last", False))
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     for phase in ("invert", "reconstruct"):

@@ -1,7 +1,8 @@
 """What the runner needs from a model: encode, decode, a timestep grid and a bound denoiser.
 
-Stable Diffusion (``models/stable_diffusion.py``) and the closed-form Gaussian model (``models/gaussian.py``) both
-implement it, so the runner, the demo and the tests treat them alike.
+Stable Diffusion 1.x and SDXL (``models/stable_diffusion.py``), the flow transformers SD3 and FLUX
+(``models/flow_transformer.py``) and the closed-form Gaussian models (``models/gaussian.py`` on the VP path,
+``models/gaussian_flow.py`` on the flow path) all implement it, so the runner, the demo and the tests treat them alike.
 """
 
 from __future__ import annotations
@@ -14,16 +15,9 @@ import torch
 from torch import Tensor
 
 from easyinv.inversion import Denoiser, Grid, NullTextDenoiser
+from easyinv.validation import COMPILE_MODES, check_fast_paths  # the check is the config's; models re-check here
 
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-
-
-def check_fast_paths(compile: str, channels_last: bool) -> None:  # noqa: A002 - the config key's name
-    """Validate ``model.compile`` / ``model.channels_last`` on every device, so a typo fails before a GPU job."""
-    if compile not in COMPILE_MODES:
-        raise ValueError(f"model.compile must be one of {', '.join(COMPILE_MODES)}, got {compile!r}")
-    if not isinstance(channels_last, bool):
-        raise ValueError(f"model.channels_last must be true or false, got {channels_last!r}")
+__all__ = ["COMPILE_MODES", "InversionModel", "check_fast_paths", "freeze_on", "set_tf32"]
 
 
 def freeze_on(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -51,7 +45,7 @@ class InversionModel(ABC):
     """
 
     name: str
-    family: str  # "sd1", "sdxl" or "gaussian"
+    family: str  # model.family: "sd1", "sdxl", "sd3", "flux", "gaussian" or "gaussian_flow"
     resolution: int
     device: torch.device
     latent_dtype: torch.dtype = torch.float32

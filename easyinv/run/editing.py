@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from easyinv.data.base import Item
@@ -23,10 +23,9 @@ from easyinv.editing.editor import EditBatch
 from easyinv.editing.walk import to_uint8_truncated
 from easyinv.metrics import to_uint8
 from easyinv.run.files import edit_png_path, recon_png_path, ref_png_path, save_png
-from easyinv.run.job_parts import PhaseTimer, bind_denoisers, build, method_label
+from easyinv.run.job_parts import PhaseTimer, bind_denoisers, method_label
 from easyinv.run.reconstruction import Job
 from easyinv.run.records import flatten
-from easyinv.validation import ConfigError
 
 __all__ = ["EditJob"]
 
@@ -37,22 +36,10 @@ class EditJob(Job):
     """A job whose config has an ``edit`` group: every item is inverted, then edited from its source to its target
     prompt; the dataset must carry PIE-Bench's fields (``dataset=piebench`` or ``dataset=mini_piebench``)."""
 
+    edits = True  # check_config builds the editor, lets its protocol fix T and checks the pairing and the dataset
+
     def __init__(self, cfg: DictConfig, run_dir: Path, overrides: Any = ()):
-        editor = build(cfg.edit)
-        # the editor's protocol fixes T (recorded and hashed as the method's), unless the method takes no step (an
-        # inversion-free editor such as FlowEdit runs with method=vae_only and builds its own grid)
-        if editor.num_steps is not None and int(cfg.method.get("num_steps", 0)) != 0:
-            with open_dict(cfg):
-                cfg.method.num_steps = int(editor.num_steps)
         super().__init__(cfg, run_dir, overrides)
-        self.editor = editor
-        reason = editor.unsupported(cfg.model, self.method)
-        if reason:
-            raise ConfigError(f"edit={editor.name} does not run with model={cfg.model.name} and "
-                              f"method={self.method.name}: {reason}")
-        if not hasattr(self.dataset, "edit_mask"):
-            raise ConfigError(f"edit={self.editor.name} needs an editing dataset (dataset=piebench or mini_piebench), "
-                              f"got dataset={cfg.dataset.name}")
         self.method_name = self.label
         editor_label = method_label(self.editor.name, overrides, group="edit", leave=("source",))
         self.protocol = f"{self.label}+{self.editor.source}+{editor_label}"

@@ -1,5 +1,6 @@
-"""What every job kind is built from: config → object with one-line errors, per-image seeds and labels, phase
-timing, the model's denoisers bound to a batch, and NFE per image.
+"""What every job kind is built from: the one check of a config before anything loads (:func:`check_config`),
+config → object with one-line errors, per-image seeds and labels, phase timing, and the model's denoisers bound to a
+batch.
 
 The reconstruction job (``easyinv.run.reconstruction``) and the editing job (``easyinv.run.editing``) both use these;
 keeping them here, below both, is what lets a job kind be added without touching another.
@@ -9,23 +10,28 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from easyinv.inversion import Denoisers, PhaseTimer
 from easyinv.models.base import InversionModel
-from easyinv.validation import ConfigError
+from easyinv.run.shards import Shard, resolve_shard
+from easyinv.validation import ConfigError, check_run_config
 
 __all__ = [
+    "CheckedConfig",
     "PhaseTimer",
     "bind_denoisers",
     "build",
+    "check_config",
     "check_loaded_model",
     "check_method_on_model",
     "image_seed",
+    "latent_steps",
     "method_label",
 ]
 
@@ -100,3 +106,61 @@ def check_loaded_model(method: Any, model: InversionModel) -> None:
         source = getattr(model, "source", None)
         raise ConfigError(f"model={model.name}{f' ({source})' if source else ''} does not invert: {reason}; it loads "
                           "and generates, and inversion jobs refuse it (method.num_steps=0, method=vae_only, runs)")
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """What :func:`check_config` built while checking: the objects a job runs with (nothing loaded yet)."""
+
+    method: Any
+    dataset: Any
+    shard: Shard  # this process's slice of the items and its device
+    save_latents: tuple[int, ...]  # reconstruction steps whose latents are stored
+    editor: Any = None  # the editing job's editor (None for a reconstruction job)
+
+
+def check_config(cfg: DictConfig, edit: bool = False) -> CheckedConfig:
+    """Every check of a job's config, in one place, run by every job kind first: each fails in one line
+    (:class:`ConfigError`, or FileNotFoundError naming a missing folder) before any dataset is read or any weight is
+    loaded. (The app checks the command line's group choices before Hydra composes: ``validation.check_cli_choices``;
+    what the loaded weights are is checked after loading: :func:`check_loaded_model`.)
+
+    With ``edit`` (the editing job) the ``edit`` group is built and checked too, and an editor whose protocol fixes T
+    sets ``cfg.method.num_steps`` to it (recorded and hashed as the method's) unless the method takes no step (an
+    inversion-free editor such as FlowEdit runs with method=vae_only and builds its own grid)."""
+    editor = build(cfg.edit) if edit else None
+    if editor is not None and editor.num_steps is not None and int(cfg.method.get("num_steps", 0)) != 0:
+        with open_dict(cfg):
+            cfg.method.num_steps = int(editor.num_steps)
+    method = build(cfg.method)  # the method's constructor checks its own keys
+    blend = getattr(method, "blend", None)
+    if blend is not None:  # a window that selects nothing at this T is a config error, not 2,298 error rows
+        try:
+            blend.iterations(method.num_steps)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+    check_run_config(cfg)  # the keys no constructor checks: dtypes, batch size, guidance, device, fast paths, ...
+    check_method_on_model(method, cfg.model)
+    dataset = build(cfg.dataset)  # the dataset's constructor checks its own keys (not its files' contents)
+    shard = resolve_shard(cfg.get("shard"), str(cfg.device))
+    save = latent_steps(cfg.get("save_latents"), int(method.num_steps))
+    if editor is not None:
+        reason = editor.unsupported(cfg.model, method)
+        if reason:
+            raise ConfigError(f"edit={editor.name} does not run with model={cfg.model.name} and "
+                              f"method={method.name}: {reason}")
+        if not hasattr(dataset, "edit_mask"):
+            raise ConfigError(f"edit={editor.name} needs an editing dataset (dataset=piebench or mini_piebench), "
+                              f"got dataset={cfg.dataset.name}")
+    return CheckedConfig(method=method, dataset=dataset, shard=shard, save_latents=save, editor=editor)
+
+
+def latent_steps(value: Any, num_steps: int) -> tuple[int, ...]:
+    """``save_latents``: reconstruction steps whose latent is stored (0 = z_T, ``num_steps`` = the reconstruction;
+    "mid" = ``num_steps // 2``, the paper's midpoint whatever a method's step count)."""
+    steps = [num_steps // 2 if s == "mid" else s for s in ([] if value is None else list(value))]
+    bad = [s for s in steps if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= num_steps]
+    if bad:
+        raise ConfigError(f"save_latents must list reconstruction steps in [0, {num_steps}] (method.num_steps) or "
+                          f"'mid', got {bad}")
+    return tuple(sorted(set(steps)))

@@ -22,14 +22,14 @@ from tqdm.auto import tqdm
 from easyinv.data.base import Item, SkipItem
 from easyinv.inversion import FiniteWatch, TrajectoryWatch, invert_with, reconstruct_with
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
-from easyinv.models.base import InversionModel, check_fast_paths
+from easyinv.models.base import InversionModel
 from easyinv.run.files import latents_path, recon_png_path, ref_png_path, save_png, step_png_path
 from easyinv.run.job_parts import (
     PhaseTimer,
     bind_denoisers,
     build,
+    check_config,
     check_loaded_model,
-    check_method_on_model,
     image_seed,
     method_label,
 )
@@ -44,12 +44,10 @@ from easyinv.run.records import (
     records_files,
     write_run_manifest,
 )
-from easyinv.run.shards import resolve_shard
-from easyinv.validation import ConfigError, check_run_config, parse_dtype
+from easyinv.validation import parse_dtype
 
 log = logging.getLogger(__name__)
 
-FALLBACKS = ("none", "fp32")
 FP32_PARTS = ("unet", "vae", "latent")
 
 
@@ -66,38 +64,26 @@ class LoadedBatch:
 class Job:
     """Everything one job needs, built in the order that lets bad configs fail before weights load."""
 
+    edits = False  # whether check_config builds and checks the config's edit group too (the editing job)
+
     def __init__(self, cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()):
         self.cfg = cfg
         self.run_dir = run_dir
-        self.method = build(cfg.method)
-        blend = getattr(self.method, "blend", None)
-        if blend is not None:  # a window that selects nothing at this T is a config error, not 2,298 error rows
-            try:
-                blend.iterations(self.method.num_steps)
-            except ValueError as e:
-                raise ConfigError(str(e)) from e
-        check_run_config(cfg)
-        check_method_on_model(self.method, cfg.model)
-        try:
-            check_fast_paths(str(cfg.model.get("compile", "none")), cfg.model.get("channels_last", False))
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-        self.dataset = build(cfg.dataset)
+        checked = check_config(cfg, edit=self.edits)  # every config check, before anything loads
+        self.method, self.dataset, self.editor = checked.method, checked.dataset, checked.editor
         self.label = method_label(str(cfg.method.name), overrides)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(resolved, dict)
         self.hash = config_hash(resolved)  # records.HASH_EXCLUDE leaves out what cannot change the numbers
         self.extra = flatten({"method": resolved["method"]})
-        self.shard = resolve_shard(cfg.get("shard"), str(cfg.device))  # this process's slice and device
+        self.shard = checked.shard  # this process's slice and device
         self.device = self.shard.device
         self.fallback = str(cfg.precision.get("fallback", "none"))
-        if self.fallback not in FALLBACKS:
-            raise ConfigError(f"precision.fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
         if self.fallback == "fp32" and all(parse_dtype(cfg.precision[p]) == torch.float32 for p in FP32_PARTS):
             self.fallback = "none"  # already fp32 throughout: a retry would fail the same way
         self.fp32_model: InversionModel | None = None
         self.records_path = run_dir / self.shard.records_name
-        self.save_latents = _latent_steps(cfg.get("save_latents"), int(self.method.num_steps))
+        self.save_latents = checked.save_latents
         self._latents: dict[str, dict[int, tuple[torch.Tensor, np.ndarray]]] = {}  # item → step → (latent, image)
 
     def pending(self) -> tuple[list[Item], list[Item]]:
@@ -384,17 +370,6 @@ class Job:
             decoded = to_uint8(torch.nan_to_num(model.decode(latents[step]).float().cpu())).permute(0, 2, 3, 1).numpy()
             for b, item in enumerate(items):
                 self._latents.setdefault(item.id, {})[step] = (latents[step][b].detach().cpu(), decoded[b])
-
-
-def _latent_steps(value: Any, num_steps: int) -> tuple[int, ...]:
-    """``save_latents``: reconstruction steps whose latent is stored (0 = z_T, ``num_steps`` = the reconstruction;
-    "mid" = ``num_steps // 2``, the paper's midpoint whatever a method's step count)."""
-    steps = [num_steps // 2 if s == "mid" else s for s in ([] if value is None else list(value))]
-    bad = [s for s in steps if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= num_steps]
-    if bad:
-        raise ConfigError(f"save_latents must list reconstruction steps in [0, {num_steps}] (method.num_steps) or "
-                          f"'mid', got {bad}")
-    return tuple(sorted(set(steps)))
 
 
 OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA's and the CPU allocator's words
