@@ -42,6 +42,15 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and the valid choices."""
 
 
+def dirname_exclude_keys(config_dir: Path = CONFIG_DIR) -> tuple[str, ...]:
+    """The override keys a run directory's name leaves out, as ``configs/config.yaml`` lists them
+    (``hydra.job.config.override_dirname.exclude_keys``): keys that change no record's numbers. The one list:
+    ``easyinv.run.records.HASH_EXCLUDE`` is derived from it. Read from the file, not from a composed config, so a
+    command line that changes Hydra's list changes no config hash."""
+    cfg = OmegaConf.load(config_dir / "config.yaml")
+    return tuple(str(key) for key in cfg.hydra.job.config.override_dirname.exclude_keys)
+
+
 def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     """Option names of a config group (``configs/<group>/<name>.yaml``), sorted."""
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))

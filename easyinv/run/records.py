@@ -27,6 +27,7 @@ from typing import IO, Any
 import pandas as pd
 
 from easyinv.run.files import MANIFEST_FILE, RECORDS_FILE, RECORDS_GLOB
+from easyinv.validation import CONFIG_DIR, dirname_exclude_keys
 
 __all__ = [
     "RECORDS_FILE",
@@ -50,18 +51,30 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "skipped", "nonfinite", "error")
 
-# Parts of the resolved config that do not change a record's numbers (mirrors hydra's override_dirname exclusions):
-# where things live, how fast and in what batches they run, what is kept on disk, which slice of the data is taken.
-HASH_EXCLUDE = (
-    "paths", "hydra", "experiment", "experiment_name", "device", "batch_size", "save_png", "png_limit", "save_latents",
-    "report_dir", "reference_dir", "figures_dir", "report", "objective", "shard", "dataset.limit", "dataset.offset",
-    "dataset.root", "dataset.manifest", "dataset.hash_files", "model.load.source",
+# Parts of the resolved config that do not change a record's numbers: where things live, how fast and in what batches
+# they run, what is kept on disk, which slice of the data is taken. One list: the keys a run directory's name leaves
+# out (configs/config.yaml, hydra.job.config.override_dirname.exclude_keys) are left out of the hash, and a dotted
+# key here leaves out everything under it. The hash leaves out more than the name does, each for its reason:
+HASH_ONLY = (
+    # whole trees, whatever keys they hold; the name's list spells out each key a command line can set under them
+    # (tests/test_config_keys.py checks it does)
+    "paths", "hydra", "report", "shard",
+    # the data's slice and where it and the weights live: the same numbers per item, but another offset, data folder
+    # or weights folder gets its own run directory (model.load.source via flat_dirname)
+    "dataset.offset", "dataset.root", "dataset.manifest", "dataset.hash_files", "model.load.source",
     "model.load.cache_dir",  # where the tiny models are built: the same seeded weights wherever it is
-    "model.compile", "model.channels_last", "precision.fallback", "metrics.lpips.trunk_path",
-    "edit_metrics.dino.path", "edit_metrics.clip.path", "edit_metrics.lpips.trunk_path",
     "model.editing",  # editor defaults per model: an editing job's own config (edit.*) holds the values it used
     "job",  # the job kind follows from the edit group (hashed), so it names no number of its own
 )
+
+
+def hash_exclude(config_dir: Path = CONFIG_DIR) -> tuple[str, ...]:
+    """The keys the config hash leaves out: the run directory name's list in ``config_dir``'s config.yaml, then
+    :data:`HASH_ONLY`."""
+    return tuple(dict.fromkeys((*dirname_exclude_keys(config_dir), *HASH_ONLY)))
+
+
+HASH_EXCLUDE = hash_exclude()
 PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "lpips", "torchmetrics", "hydra-core",
             "omegaconf", "numpy", "pandas")
 
