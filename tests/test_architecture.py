@@ -23,7 +23,7 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 def test_import_contracts_hold():
     result = _lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 kept, 0 broken" in result.stdout, result.stdout
+    assert "5 kept, 0 broken" in result.stdout, result.stdout
 
 
 def _copy_tree(dest: Path) -> Path:
@@ -62,3 +62,17 @@ def test_a_lower_layer_importing_a_higher_one_fails(tmp_path):
     result = _lint_imports(tree)
     assert result.returncode != 0
     assert "easyinv.run.reconstruction is not allowed to import easyinv.run.editing" in result.stdout, result.stdout
+
+
+def test_the_editing_layer_has_its_order(tmp_path):
+    """Inside easyinv/editing/ (ARCHITECTURE.md's Editing section): the contract below the editors, one editor never
+    reaching into another."""
+    tree = _copy_tree(tmp_path)
+    _add_import(tree / "easyinv" / "editing" / "walk.py", "from easyinv.editing.p2p import P2PEditor",
+                inside_function=True)
+    _add_import(tree / "easyinv" / "editing" / "flowedit.py", "from easyinv.editing.rf_edit import RFInversionEditor")
+    result = _lint_imports(tree)
+    assert result.returncode != 0
+    out = result.stdout
+    assert "easyinv.editing.walk is not allowed to import easyinv.editing.p2p" in out, out
+    assert "easyinv.editing.flowedit is not allowed to import easyinv.editing.rf_edit" in out, out
