@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from method_cases import CASES as METHOD_CASES
-from method_cases import CONFIGS, steps_of
+from method_cases import CONFIGS, declared, steps_of
 
 from easyinv.inversion import Denoisers, invert_with, reconstruct_with
 
@@ -58,6 +58,7 @@ CASES = DEFAULTS + VARIANTS
 
 @pytest.mark.parametrize("extra", CASES, ids=[" ".join(c) for c in CASES])
 def test_batch_equals_single_runs(extra):
+    declared(next(e.split("=")[1] for e in extra if e.startswith("method=")))  # refused unless it declares its facts
     method, model = build(*extra)
     assert ("+method/blend=easyinv" in extra) == (method.blend is not None and method.name != "easyinv")
     gen = torch.Generator().manual_seed(0)
