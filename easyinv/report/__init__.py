@@ -2,7 +2,8 @@
 
 Modules, bottom to top (each imports only those below it):
 
-- ``columns``: metric names, headers, decimals, lower-is-better, the paper's row order, precision names;
+- ``columns``: the declared metrics (``easyinv.metrics``) as the tables use them, the paper's row order, precision
+  names;
 - ``styles``: how a cell is spelled in Markdown and LaTeX;
 - ``summary``: per-configuration means, CIs, counts, time and NFE (``summarize``, ``mean_ci``);
 - ``paired``: per-image differences to a baseline (bootstrap CI, Wilcoxon p, win rate, Holm); ``thumbnails``;
@@ -16,7 +17,14 @@ single ``easyinv/report.py`` module used to hold) keep working.
 """
 
 from easyinv.report.cli import main
-from easyinv.report.columns import DEFAULT_PAPER_DIR, LOWER_IS_BETTER, METRICS, PAPER_ORDER, QUALITY
+from easyinv.report.columns import (
+    DEFAULT_PAPER_DIR,
+    LOWER_IS_BETTER,
+    PAPER_ORDER,
+    metrics,
+    paired_metrics,
+    table1_metrics,
+)
 from easyinv.report.summary import mean_ci, summarize, with_labels
 from easyinv.report.tables import compare_tables, load_paper, markdown_table, table1, table2, write_table
 from easyinv.report.writer import write_report
@@ -24,16 +32,17 @@ from easyinv.report.writer import write_report
 __all__ = [
     "DEFAULT_PAPER_DIR",
     "LOWER_IS_BETTER",
-    "METRICS",
     "PAPER_ORDER",
-    "QUALITY",
     "compare_tables",
     "load_paper",
     "main",
     "markdown_table",
     "mean_ci",
+    "metrics",
+    "paired_metrics",
     "summarize",
     "table1",
+    "table1_metrics",
     "table2",
     "with_labels",
     "write_report",

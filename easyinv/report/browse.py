@@ -11,37 +11,22 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
 
-from easyinv.report.columns import DECIMALS, HEADERS, LOWER_IS_BETTER, METRICS
+from easyinv.report.columns import Metric, metrics
 from easyinv.report.plotting import figure_labels, labels_in_order
 from easyinv.report.thumbnails import thumbnail
 from easyinv.run.files import edit_png_path, recon_png_path, ref_png_path, safe_name, thumb_path
 
-__all__ = ["EDIT_KINDS", "RECON_KINDS", "RECON_METRICS", "MetricColumn", "per_image_data", "status_of"]
+__all__ = ["EDIT_KINDS", "RECON_KINDS", "per_image_data", "status_of"]
 
 PathOf = Callable[[Path, str, str], Path]  # (run dir, method label or protocol, item id) → PNG path
 RECON_KINDS: dict[str, PathOf] = {"recon": recon_png_path}
 EDIT_KINDS: dict[str, PathOf] = {"recon": recon_png_path, "edit": edit_png_path}
-
-
-@dataclass(frozen=True)
-class MetricColumn:
-    """A per-image metric as the page shows it (``scale``: the printed scale of the editing tables)."""
-
-    key: str
-    name: str
-    lower: bool
-    decimals: int
-    scale: float = 1.0
-
-
-RECON_METRICS = tuple(MetricColumn(m, HEADERS[m], LOWER_IS_BETTER[m], DECIMALS[m]) for m in METRICS)
 
 
 def status_of(row: Any) -> str:
@@ -93,7 +78,7 @@ def _text(value: Any) -> str | None:
 def per_image_data(
     df: pd.DataFrame,
     out_dir: str | Path,
-    metrics: Sequence[MetricColumn] = RECON_METRICS,
+    shown: Sequence[Metric] | None = None,
     kinds: Mapping[str, PathOf] = RECON_KINDS,
     member: str = "method_label",
     thumbs: bool = True,
@@ -103,8 +88,10 @@ def per_image_data(
     [dir per kind]]`` or null where the method has no record of the image).
 
     ``member``: the record column whose value names the files of a row (the method label; an editing row's
-    protocol). ``thumbs``: make the missing thumbnails (else only cached ones are used).
+    protocol). ``shown``: the metrics, as declared (default: every declared reconstruction metric; values times
+    their ``scale``). ``thumbs``: make the missing thumbnails (else only cached ones are used).
     """
+    shown = metrics() if shown is None else tuple(shown)
     out_dir = Path(out_dir)
     df = df.copy()
     df[member] = df[member].where(df[member].notna(), df["method"]).map(str)
@@ -146,12 +133,13 @@ def per_image_data(
         for path_of in kinds.values():
             png = path_of(run_dir, str(getattr(row, member)), item)
             where.append(folder(png, run_dir) if png.is_file() else -1)
-        values = [_json_number(_float(getattr(row, m.key, None) if m.key in df.columns else None) * m.scale,
-                               m.decimals) for m in metrics]
+        values = [_json_number(_float(getattr(row, m.name, None) if m.name in df.columns else None) * m.scale,
+                               m.decimals) for m in shown]
         cells[i][column[str(row.label)]] = [status_of(row), _text(row.reason), values, where]
     return {
         "kinds": list(kinds),
-        "metrics": [{"key": m.key, "name": m.name, "lower": m.lower, "decimals": m.decimals} for m in metrics],
+        "metrics": [{"key": m.name, "name": m.heading, "lower": m.lower_is_better, "decimals": m.decimals}
+                    for m in shown],
         "methods": methods,
         "dirs": dirs,
         "items": [[item, item.split("/")[0] if "/" in item else "—", stem, ref]

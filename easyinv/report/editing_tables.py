@@ -17,25 +17,16 @@ from typing import Any
 import pandas as pd
 
 from easyinv.data.piebench import EDIT_TYPES
-from easyinv.report.columns import DEFAULT_PAPER_DIR
+from easyinv.report.columns import DEFAULT_PAPER_DIR, EDIT_METRICS, Metric
 from easyinv.report.editing_figures import edit_strip
 from easyinv.report.paired import PairedSettings, check_baseline, paired_columns, psnr_ceilings
 from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, number, numbers, pair_counts
 from easyinv.report.summary import mean_ci
 
-__all__ = ["EDIT_COLUMNS", "editing_table", "is_editing", "load_paper_edits", "write_editing_report"]
+__all__ = ["EDIT_METRICS", "editing_table", "is_editing", "load_paper_edits", "write_editing_report"]
 
-# (record key, header, scale as printed, lower is better, comparability flag in the records)
-EDIT_COLUMNS: tuple[tuple[str, str, float, bool, str | None], ...] = (
-    ("structure_distance", "Structure ×10³ ↓", 1e3, True, "structure_comparable"),
-    ("psnr_unedit_part", "BG PSNR ↑", 1.0, False, None),
-    ("lpips_unedit_part", "BG LPIPS ×10³ ↓", 1e3, True, "bg_lpips_comparable"),
-    ("mse_unedit_part", "BG MSE ×10⁴ ↓", 1e4, True, None),
-    ("ssim_unedit_part", "BG SSIM ×10² ↑", 1e2, False, None),
-    ("clip_similarity_target_image", "CLIP whole ↑", 1.0, False, "clip_comparable"),
-    ("clip_similarity_target_image_edit_part", "CLIP edited ↑", 1.0, False, "clip_comparable"),
-    ("clip_similarity_source_image", "CLIP source ↑", 1.0, False, "clip_comparable"),  # not in Table 1: a sanity check
-)
+# the columns, as declared in easyinv.metrics (EDIT_METRICS: record key, label, scale as printed, direction,
+# decimals, the comparability flag in the records)
 GROUP = ("dataset", "model", "protocol", "precision")
 PAPER_FILE = "piebench_table1.csv"
 PAPER_FILES = (PAPER_FILE, "piebench_flow.csv")  # PnPInversion's Table 1; the flow editors' papers (with NFE)
@@ -83,10 +74,11 @@ def summarize_edits(df: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame
         row["n_images"], row["n_ok"] = len(g), len(ok)
         for status in ("skipped", "nonfinite", "error"):
             row[f"n_{status}"] = int((g["status"] == status).sum())
-        for metric, _, scale, _, flag in EDIT_COLUMNS:
-            values = ok[metric].astype("float64") * scale if metric in ok else pd.Series(dtype="float64")
+        for declared in EDIT_METRICS:
+            metric = declared.name
+            values = ok[metric].astype("float64") * declared.scale if metric in ok else pd.Series(dtype="float64")
             row[f"{metric}_mean"], row[f"{metric}_ci95"], row[f"{metric}_n"] = mean_ci(values)
-            row[f"{metric}_comparable"] = _flag(ok, flag)
+            row[f"{metric}_comparable"] = _flag(ok, declared.comparable)
         row["psnr_mean"], row["psnr_ci95"], row["psnr_n"] = mean_ci(ok.get("psnr", []))
         row["nfe_mean"] = float(ok["nfe"].astype("float64").mean()) if len(ok) else math.nan
         timed = ok[~ok["warmup"].fillna(False).astype(bool)]
@@ -106,29 +98,29 @@ def editing_table(df: pd.DataFrame, paper: pd.DataFrame | None = None, by_type: 
         check_baseline(df["protocol"], paired.edit_baseline, paired, key="edit_baseline")
         cell = [c for c in by if c != "protocol"]
         pairs = paired_columns(df, table, cell, "protocol", paired.edit_baseline,
-                               {m: lower for m, _, _, lower, _ in EDIT_COLUMNS}, paired,
-                               scale={m: scale for m, _, scale, _, _ in EDIT_COLUMNS})
+                               {m.name: m.lower_is_better for m in EDIT_METRICS}, paired,
+                               scale={m.name: m.scale for m in EDIT_METRICS})
         table = pd.concat([table, pairs], axis=1)
         table.attrs["psnr_ceilings"] = psnr_ceilings(df)
-    for metric, *_ in EDIT_COLUMNS:
-        table[f"paper_{metric}"] = math.nan
+    for declared in EDIT_METRICS:
+        table[f"paper_{declared.name}"] = math.nan
     table["paper_source"] = None
     if paper is not None and not by_type:
         for i, row in table.iterrows():
             match = _paper_match(paper, row)
             if len(match):
-                for metric, *_ in EDIT_COLUMNS:
-                    table.at[i, f"paper_{metric}"] = float(match.iloc[0].get(metric, math.nan))
+                for declared in EDIT_METRICS:
+                    table.at[i, f"paper_{declared.name}"] = float(match.iloc[0].get(declared.name, math.nan))
                 table.at[i, "paper_source"] = str(match.iloc[0]["source"])
     return table
 
 
-def _cell(row: pd.Series, metric: str, style: Style) -> str:
-    mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci95"]
-    text = number(mean, 2, style)
+def _cell(row: pd.Series, metric: Metric, style: Style) -> str:
+    mean, ci, d = row[f"{metric.name}_mean"], row[f"{metric.name}_ci95"], metric.decimals
+    text = number(mean, d, style)
     if math.isfinite(mean) and math.isfinite(ci):
-        text += style.pm + number(ci, 2, style)
-    if math.isfinite(mean) and not row[f"{metric}_comparable"]:
+        text += style.pm + number(ci, d, style)
+    if math.isfinite(mean) and not row[f"{metric.name}_comparable"]:
         text += style.dagger
     return text
 
@@ -149,47 +141,44 @@ def display(table: pd.DataFrame, style: Style = MARKDOWN) -> pd.DataFrame:
         if table[key].nunique(dropna=False) > 1:
             cols[key.capitalize()] = [style.escape(str(v)) for v in table[key]]
     cols["n"] = [str(int(v)) for v in table["n_ok"]]
-    for metric, header, *_ in EDIT_COLUMNS:
-        cols[style.escape(header)] = [_cell(r, metric, style) for _, r in table.iterrows()]
+    for declared in EDIT_METRICS:
+        cols[style.escape(declared.heading)] = [_cell(r, declared, style) for _, r in table.iterrows()]
     cols[style.escape("Recon PSNR ↑")] = [number(v, 2, style) for v in table["psnr_mean"]]
     cols["NFE"] = [number(v, 0, style) for v in table["nfe_mean"]]
     cols["Time/img (s)"] = [number(v, 2, style) for v in table["time_s_mean"]]
     cols["Failures"] = [_failures(r) for _, r in table.iterrows()]
     matched = table["paper_source"].notna()
-    published = [(m, h) for m, h, *_ in EDIT_COLUMNS if table[f"paper_{m}"].notna().any()]
+    published = [m for m in EDIT_METRICS if table[f"paper_{m.name}"].notna().any()]
     if matched.any():
-        for metric, header in published:
-            name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
-            cols[style.escape(f"Paper {name}")] = [number(v, 2, style) for v in table[f"paper_{metric}"]]
-        for metric, header in published:
-            name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
+        for declared in published:
+            cols[style.escape(f"Paper {declared.label}")] = [number(v, declared.decimals, style)
+                                                            for v in table[f"paper_{declared.name}"]]
+        for declared in published:
+            metric = declared.name
             diffs = [(r[f"{metric}_mean"] - r[f"paper_{metric}"]) if r[f"{metric}_comparable"] else math.nan
                      for _, r in table.iterrows()]
-            cols[style.escape(f"Δ {name}")] = [number(v, 2, style, signed=True) for v in diffs]
+            cols[style.escape(f"Δ {declared.label}")] = [number(v, declared.decimals, style, signed=True)
+                                                        for v in diffs]
     if "pair_baseline" in table.columns and table["pair_baseline"].notna().any():
         baseline = str(table["pair_baseline"].dropna().iloc[0])
         cols[style.escape(f"Pairs vs {baseline}")] = [_pairs(r, style) for _, r in table.iterrows()]
-        for metric, header, *_ in EDIT_COLUMNS:
-            name = header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
-            cols[style.escape(f"Δ {name} vs {baseline}")] = [_pair_delta(r, metric, style) for _, r in table.iterrows()]
+        for declared in EDIT_METRICS:
+            cols[style.escape(f"Δ {declared.label} vs {baseline}")] = [_pair_delta(r, declared, style)
+                                                                      for _, r in table.iterrows()]
     return pd.DataFrame(cols)
-
-
-def _short(header: str) -> str:
-    return header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
 
 
 def _pairs(row: pd.Series, style: Style) -> str:
     if pd.isna(row["pair_baseline"]):
         return style.missing
-    return pair_counts([(_short(h), row[f"pair_{m}_n"], row[f"pair_{m}_left_out"]) for m, h, *_ in EDIT_COLUMNS],
+    return pair_counts([(m.label, row[f"pair_{m.name}_n"], row[f"pair_{m.name}_left_out"]) for m in EDIT_METRICS],
                        style)
 
 
-def _pair_delta(row: pd.Series, metric: str, style: Style) -> str:
+def _pair_delta(row: pd.Series, metric: Metric, style: Style) -> str:
     """The compact form: the Hodges–Lehmann shift, * where the Holm-adjusted signed-rank p is below alpha."""
-    text = numbers([row[f"pair_{metric}_delta"]], 2, style, signed=True)[0]
-    return text + ("*" if row[f"pair_{metric}_significant"] == 1 else "")
+    text = numbers([row[f"pair_{metric.name}_delta"]], metric.decimals, style, signed=True)[0]
+    return text + ("*" if row[f"pair_{metric.name}_significant"] == 1 else "")
 
 
 def _type_name(value: Any) -> str:
@@ -205,7 +194,7 @@ def _notes(table: pd.DataFrame, paper: pd.DataFrame | None) -> list[str]:
              "no background), ± half the t-based 95 % confidence interval. Structure distance ×10³, background "
              "LPIPS ×10³, MSE ×10⁴, SSIM ×10² as PnPInversion prints them; Recon PSNR: the source branch against "
              "the source image."]
-    if not all(table[f"{m}_comparable"].all() for m, *_ in EDIT_COLUMNS):
+    if not all(table[f"{m.name}_comparable"].all() for m in EDIT_METRICS):
         notes.append("† computed with random DINO / CLIP / LPIPS weights (edit_metrics.random_for_tests): not "
                      "comparable with published numbers; no difference computed.")
     if "pair_baseline" in table.columns and table["pair_baseline"].notna().any():

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from easyinv.report.columns import METRICS
+from easyinv.report.columns import metrics, table1_metrics
 from easyinv.report.plotting import (
-    TITLES,
     figure_labels,
     labels_in_order,
+    metric_bounds,
     new_figure,
+    plot_title,
     save_figure,
     saved_reconstruction,
     saved_references,
@@ -92,22 +93,20 @@ def qualitative_grid(
 def metric_distributions(df: pd.DataFrame, out_path: str | Path) -> Path | None:
     """Box plot of each measured metric per method (``ok`` images); None when there is nothing to plot."""
     ok = figure_labels(df[df["status"] == "ok"])
-    metrics = [m for m in METRICS if ok[m].notna().any()]
-    if not metrics:
+    shown = [m for m in metrics() if m.name in ok and ok[m.name].notna().any()]
+    if not shown:
         log.info("metric distributions skipped: no ok record has a metric")
         return None
     labels = labels_in_order(ok)
-    fig = new_figure(max(3.2, 0.55 * len(labels) + 1.2) * len(metrics), 3.6)
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics, strict=True):
-        values = [ok.loc[ok["label"] == label, metric].to_numpy(dtype=float) for label in labels]
+    fig = new_figure(max(3.2, 0.55 * len(labels) + 1.2) * len(shown), 3.6)
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    for ax, metric in zip(axes, shown, strict=True):
+        values = [ok.loc[ok["label"] == label, metric.name].to_numpy(dtype=float) for label in labels]
         data = [v[np.isfinite(v)] for v in values]  # an identical image's PSNR is +inf: nothing to draw
         ax.boxplot(data, showmeans=True)  # positions 1..n; labels set below (keyword names moved across versions)
         ax.set_xticks(range(1, len(labels) + 1), [textwrap.shorten(lb, 24) for lb in labels], rotation=30, ha="right")
-        title = TITLES[metric]
-        if metric == "lpips" and not ok.loc[ok["lpips"].notna(), "lpips_comparable"].all():
-            title += " † random trunk"
-        ax.set_title(title, fontsize=9)
+        ax.set_title(plot_title(ok, metric), fontsize=9)
+        metric_bounds(ax, metric)
         ax.tick_params(labelsize=7)
     return save_figure(fig, Path(out_path))
 
@@ -115,25 +114,26 @@ def metric_distributions(df: pd.DataFrame, out_path: str | Path) -> Path | None:
 def quality_vs_cost(df: pd.DataFrame, out_path: str | Path) -> Path | None:
     """Per-method mean quality (± 95 % CI) against time per image and against NFE per image."""
     table = summarize(figure_labels(df), by=("label",))
-    metrics = [m for m in ("psnr", "ssim", "lpips") if table[f"{m}_mean"].notna().any()]
+    shown = [m for m in table1_metrics() if table[f"{m.name}_mean"].notna().any()]
     costs = [(c, x) for c, x in (("time_s_mean", "time per image (s)"), ("nfe_mean", "NFE per image"))
              if table[c].notna().any()]
-    if not metrics or not costs:
+    if not shown or not costs:
         log.info("quality-vs-cost skipped: records lack metrics or time/NFE")
         return None
-    fig = new_figure(3.4 * len(metrics), 3.0 * len(costs))
-    axes = fig.subplots(len(costs), len(metrics), squeeze=False)
+    fig = new_figure(3.4 * len(shown), 3.0 * len(costs))
+    axes = fig.subplots(len(costs), len(shown), squeeze=False)
     for row, (cost, xlabel) in enumerate(costs):
-        for col, metric in enumerate(metrics):
+        for col, metric in enumerate(shown):
             ax = axes[row][col]
+            mean, ci = f"{metric.name}_mean", f"{metric.name}_ci95"
             for _, r in table.iterrows():
                 xerr = r["time_s_ci95"] if cost == "time_s_mean" and math.isfinite(r["time_s_ci95"]) else None
-                yerr = r[f"{metric}_ci95"] if math.isfinite(r[f"{metric}_ci95"]) else None
-                ax.errorbar(r[cost], r[f"{metric}_mean"], xerr=xerr, yerr=yerr, fmt="o", capsize=3)
-                ax.annotate(textwrap.shorten(str(r["label"]), 20), (r[cost], r[f"{metric}_mean"]), fontsize=6,
+                yerr = r[ci] if math.isfinite(r[ci]) else None
+                ax.errorbar(r[cost], r[mean], xerr=xerr, yerr=yerr, fmt="o", capsize=3)
+                ax.annotate(textwrap.shorten(str(r["label"]), 20), (r[cost], r[mean]), fontsize=6,
                             xytext=(3, 3), textcoords="offset points")
             ax.set_xlabel(xlabel, fontsize=8)
-            ax.set_ylabel(TITLES[metric], fontsize=8)
+            ax.set_ylabel(metric.title, fontsize=8)
             ax.tick_params(labelsize=7)
     return save_figure(fig, Path(out_path))
 

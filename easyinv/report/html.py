@@ -24,34 +24,44 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from easyinv.report.browse import EDIT_KINDS, RECON_KINDS, RECON_METRICS, MetricColumn, per_image_data
-from easyinv.report.columns import DECIMALS, HEADERS, METRICS
-from easyinv.report.editing_tables import EDIT_COLUMNS
+from easyinv.report.browse import EDIT_KINDS, RECON_KINDS, per_image_data
+from easyinv.report.columns import EDIT_METRICS, TIME, Metric, metrics
 
 __all__ = ["TEMPLATES", "markdown_tables", "pair_details", "render_html", "sort_values", "write_html_report"]
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
-EDIT_METRICS = tuple(MetricColumn(key, header, lower, 2, scale) for key, header, scale, lower, _ in EDIT_COLUMNS)
 # the tables written beside the page, in the order shown: (key of write_report's result, title)
 TABLES = (("table1_md", "Table 1"), ("table2_md", "Table 2"), ("sweep_md", "Sweep"), ("editing_md", "Editing"),
           ("editing_by_type_md", "Editing per edit type"))
 
 
-def _short(header: str) -> str:
-    """``Structure ×10³ ↓`` → ``Structure``: a metric's name in the Paper / Δ columns' headers."""
-    return header.split(" ×")[0].split(" ↑")[0].split(" ↓")[0]
+def _declared() -> tuple[Metric, ...]:
+    """Every declared column the tables print: the reconstruction metrics (read now: one declared later counts),
+    time, the editing metrics."""
+    return (*metrics(), TIME, *EDIT_METRICS)
 
 
 # a metric's header (its mean column), its short name (Paper X, Δ X, Δ X vs B columns) and the name shown beside
-# its paired statistics, for the reconstruction tables (columns.py) and the editing tables (EDIT_COLUMNS)
-MEAN_HEADERS = {**{HEADERS[m]: m for m in (*METRICS, "time_s")}, **{h: m for m, h, *_ in EDIT_COLUMNS},
-                "Recon PSNR ↑": "psnr"}
-SHORT_NAMES = {**{m.upper(): m for m in METRICS}, "time": "time_s", "time (s)": "time_s",
-               **{_short(h): m for m, h, *_ in EDIT_COLUMNS}}
-METRIC_NAMES = {**{m: _short(HEADERS[m]) for m in METRICS}, **{m: h for m, h, *_ in EDIT_COLUMNS}}
-PAIR_DECIMALS = {**DECIMALS, **{m: 2 for m, *_ in EDIT_COLUMNS}}
+# its paired statistics, from the declarations (easyinv.metrics)
+def _mean_headers() -> dict[str, str]:
+    return {**{m.heading: m.name for m in _declared()}, "Recon PSNR ↑": "psnr"}
+
+
+def _short_names() -> dict[str, str]:
+    return {**{m.label: m.name for m in _declared()}, "time (s)": "time_s"}
+
+
+def _metric_name(metric: str) -> str:
+    """The name beside a metric's paired statistics: a reconstruction metric's label, an editing metric's header."""
+    edit = {m.name: m.heading for m in EDIT_METRICS}
+    return edit.get(metric) or {m.name: m.label for m in metrics()}.get(metric, metric)
+
+
+def _pair_decimals(metric: str) -> int:
+    return {m.name: m.decimals for m in _declared()}.get(metric, 3)
+
 FAILURE_COUNTS = ("n_nonfinite", "n_degenerate", "n_error", "n_skipped", "n_retried")  # the Failures cell's kinds
 
 
@@ -112,8 +122,9 @@ def _sorter(header: str, frame: pd.DataFrame) -> Callable[[Mapping[str, Any]], f
         return (lambda row: _get(row, header)) if numeric else None
     if header == "n":
         return lambda row: _get(row, "n_ok")
-    if header in MEAN_HEADERS:
-        return lambda row: _get(row, f"{MEAN_HEADERS[header]}_mean")
+    mean_headers, short_names = _mean_headers(), _short_names()
+    if header in mean_headers:
+        return lambda row: _get(row, f"{mean_headers[header]}_mean")
     fixed = {"NFE": "nfe_mean", "ms/NFE": "ms_per_nfe", "Edit type": "edit_type"}
     if header in fixed:
         return lambda row: _get(row, fixed[header])
@@ -124,14 +135,14 @@ def _sorter(header: str, frame: pd.DataFrame) -> Callable[[Mapping[str, Any]], f
     if header.startswith("Pairs vs "):
         return _pair_n
     match = re.fullmatch(r"Δ (.+?) vs .+", header)
-    if match and match[1] in SHORT_NAMES:
-        return lambda row: _get(row, f"pair_{SHORT_NAMES[match[1]]}_delta")
+    if match and match[1] in short_names:
+        return lambda row: _get(row, f"pair_{short_names[match[1]]}_delta")
     match = re.fullmatch(r"Paper (.+)", header)
-    if match and match[1] in SHORT_NAMES:
-        return lambda row: _get(row, f"paper_{SHORT_NAMES[match[1]]}")
+    if match and match[1] in short_names:
+        return lambda row: _get(row, f"paper_{short_names[match[1]]}")
     match = re.fullmatch(r"Δ (.+)", header)
-    if match and match[1] in SHORT_NAMES:
-        metric = SHORT_NAMES[match[1]]
+    if match and match[1] in short_names:
+        metric = short_names[match[1]]
         if f"diff_{metric}" in columns:
             return lambda row: _get(row, f"diff_{metric}")
         # the editing tables print ours − paper where the metric is comparable (no diff column)
@@ -176,7 +187,7 @@ def _pair_metrics(frame: pd.DataFrame) -> list[str]:
 def pair_title(row: Mapping[str, Any], metric: str, baseline: str) -> str:
     """A Δ cell's tooltip: the paired statistics of ``pair_<metric>_<stat>`` (as computed for the tables)."""
     get = {s: _get(row, f"pair_{metric}_{s}") for s in ("delta", "lo", "hi", "p", "p_holm", "win", "n", "left_out")}
-    d = PAIR_DECIMALS.get(metric, 3)
+    d = _pair_decimals(metric)
     significant = _get(row, f"pair_{metric}_significant") == 1
     return (f"row − {baseline}, per image: Δ {_signed(get['delta'], d)}, CI [{_signed(get['lo'], d)}, "
             f"{_signed(get['hi'], d)}]; Wilcoxon p {_p(get['p'])}, Holm p {_p(get['p_holm'])}"
@@ -201,9 +212,9 @@ def pair_details(identity: Sequence[str], rows: Sequence[Sequence[str]], frame: 
         for metric in metrics:
             get = {s: _get(row, f"pair_{metric}_{s}") for s in ("delta", "lo", "hi", "p", "p_holm", "win", "n",
                                                                  "left_out", "significant")}
-            d = PAIR_DECIMALS.get(metric, 3)
+            d = _pair_decimals(metric)
             cells = [{"text": text, "sort": None} for text in printed[:len(identity)]]
-            cells.append({"text": METRIC_NAMES.get(metric, metric), "sort": None})
+            cells.append({"text": _metric_name(metric), "sort": None})
             cells += [{"text": _signed(get[s], d), "sort": _raw(get[s])} for s in ("delta", "lo", "hi")]
             cells += [{"text": _p(get[s]), "sort": _raw(get[s])} for s in ("p", "p_holm")]
             cells.append({"text": _win(get["win"]), "sort": _raw(get["win"])})
@@ -223,10 +234,11 @@ def _grid_cells(grid: Mapping[str, Any], frame: pd.DataFrame | None) -> list[lis
     baseline = None if "pair_baseline" not in frame else frame["pair_baseline"].dropna()
     titles: list[str | None] = [None] * len(columns)
     if baseline is not None and len(baseline):
+        short_names = _short_names()
         for j, header in enumerate(columns):
             match = re.fullmatch(r"Δ (.+?) vs .+", header)
-            if match and match[1] in SHORT_NAMES:
-                titles[j] = SHORT_NAMES[match[1]]
+            if match and match[1] in short_names:
+                titles[j] = short_names[match[1]]
     records = frame.to_dict(orient="records")
     out = []
     for row, sort, record in zip(rows, sorts, records, strict=True):
@@ -314,7 +326,7 @@ def write_html_report(
                if key.startswith("fig_") and Path(p).suffix.lower() in (".png", ".jpg", ".jpeg", ".svg")]
     views = []
     if reconstruction is not None and len(reconstruction):
-        data = per_image_data(reconstruction, out, RECON_METRICS, RECON_KINDS, thumbs=thumbs)
+        data = per_image_data(reconstruction, out, metrics(), RECON_KINDS, thumbs=thumbs)
         views.append({"id": "recon", "title": "Reconstruction", "data": {**data, "baseline": baselines.get("recon")}})
     if editing is not None and len(editing):
         data = per_image_data(editing, out, EDIT_METRICS, EDIT_KINDS, member="protocol", thumbs=thumbs)

@@ -8,31 +8,54 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from easyinv.report.columns import PAPER_ORDER
+from easyinv.report.columns import PAPER_ORDER, Metric
 from easyinv.report.summary import with_labels
 from easyinv.run.files import recon_png_path, ref_png_path, safe_name
 
 __all__ = [
     "DPI",
-    "TITLES",
     "figure_labels",
     "first_file",
     "labels_in_order",
     "load_png",
+    "metric_bounds",
     "new_figure",
+    "plot_title",
     "save_figure",
     "saved_reconstruction",
     "saved_references",
 ]
 
-TITLES = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "latent_mse": "latent MSE ↓"}
 DPI = 100
+
+
+def plot_title(frame: pd.DataFrame, metric: Metric, values: str | None = None) -> str:
+    """A metric's title in a plot (``PSNR (dB) ↑``), with ``† random trunk`` where ``frame``'s rows with a value in
+    ``values`` (default: the metric's record column) are not all comparable with published ones (its ``comparable``
+    column)."""
+    values = values or metric.name
+    title = metric.title
+    flag = metric.comparable
+    measured = frame[values].notna() if values in frame else None
+    if flag is not None and measured is not None and flag in frame and not frame.loc[measured, flag].all():
+        title += " † random trunk"
+    return title
+
+
+def metric_bounds(ax: Any, metric: Metric, axis: str = "y") -> None:
+    """The declared plot bounds of ``metric`` (``plot_lower_bound``, ``plot_upper_bound``) on an axis."""
+    if metric.plot_lower_bound is None and metric.plot_upper_bound is None:
+        return
+    limits = {"bottom" if axis == "y" else "left": metric.plot_lower_bound,
+              "top" if axis == "y" else "right": metric.plot_upper_bound}
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(**{k: v for k, v in limits.items() if v is not None})
 
 
 def load_png(path: Path | None) -> np.ndarray | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from easyinv.report.columns import DECIMALS
+from easyinv.report.columns import declaration
 
 __all__ = ["LATEX", "MARKDOWN", "Style", "markdown_grid", "metric_cell", "number", "numbers", "pair_counts"]
 
@@ -94,12 +94,15 @@ def pair_counts(counts: Sequence[tuple[str, float, float]], style: Style) -> str
 
 
 def metric_cell(row: pd.Series, metric: str, style: Style) -> str:
-    d = DECIMALS[metric]
-    mean, ci = row[f"{metric}_mean"], row[f"{metric}_ci95"]
+    """``mean ± CI`` in the metric's declared decimals, † where its values are not comparable with published ones."""
+    declared = declaration(metric)
+    d = declared.decimals
+    mean, ci = row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_ci95", math.nan)
     text = number(mean, d, style)
     if math.isfinite(mean) and math.isfinite(ci):
         text += style.pm + number(ci, d, style)
-    if metric == "lpips" and math.isfinite(mean) and not row["lpips_comparable"]:
+    flag = declared.comparable
+    if flag is not None and math.isfinite(mean) and not row.get(flag, True):
         text += style.dagger
     return text
 

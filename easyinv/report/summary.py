@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from easyinv.report.columns import GROUP_KEYS, METRICS
+from easyinv.report.columns import GROUP_KEYS, metrics
 from easyinv.run.records import RECORD_FIELDS, SOURCE_COLUMNS
 
 __all__ = ["extra_columns", "mean_ci", "summarize", "with_labels"]
@@ -69,7 +69,9 @@ def with_labels(df: pd.DataFrame) -> pd.DataFrame:
 
 def extra_columns(df: pd.DataFrame) -> list[str]:
     """Free record keys that describe a configuration: constant within every config hash (so not ``prompt``)."""
-    free = [c for c in df.columns if c not in RECORD_FIELDS and c not in (*SOURCE_COLUMNS, "label")]
+    fixed = {*RECORD_FIELDS, *SOURCE_COLUMNS, "label", *(m.name for m in metrics()),
+             *(m.comparable for m in metrics() if m.comparable)}
+    free = [c for c in df.columns if c not in fixed]
     per_config = df.groupby("config_hash", dropna=False)
     return sorted(c for c in free if (per_config[c].nunique(dropna=False) <= 1).all())
 
@@ -77,12 +79,14 @@ def extra_columns(df: pd.DataFrame) -> list[str]:
 def summarize(df: pd.DataFrame, by: Sequence[str] = GROUP_KEYS) -> pd.DataFrame:
     """One row per group of records: counts by status, mean/CI/n of each metric and time, NFE, ms/NFE, overhead.
 
-    - quality (``lpips``, ``ssim``, ``psnr``, ``latent_mse``): per-image values of ``ok`` rows;
+    - every declared metric (``easyinv.metrics``: ``lpips``, ``ssim``, ``psnr``, ``latent_mse``, ...): per-image
+      values of ``ok`` rows (none where the records predate the metric);
     - ``time_s``: ``t_total`` of ``ok`` rows that are not warm-up;
     - ``ms_per_nfe`` = 1000 · Σ unet_seconds / Σ nfe over those timed rows (NFE-weighted, not a mean of ratios);
     - ``non_unet_share`` = 1 − Σ unet_seconds / Σ (t_invert + t_reconstruct): the share of the inversion and
       reconstruction walks spent outside UNet calls (method arithmetic, blending, regularisation, syncs);
-    - ``lpips_comparable``: every ``ok`` LPIPS value came from torchvision's pretrained trunk.
+    - a metric's ``comparable`` column (``lpips_comparable``): every ``ok`` value of it is comparable with published
+      ones (LPIPS: from torchvision's pretrained trunk).
     """
     if "label" in by and "label" not in df.columns:
         df = with_labels(df)
@@ -101,10 +105,13 @@ def summarize(df: pd.DataFrame, by: Sequence[str] = GROUP_KEYS) -> pd.DataFrame:
             row[f"n_{status}"] = int((g["status"] == status).sum())
         row["n_degenerate"] = int((ok["flag"] == "degenerate").sum())  # ok rows, metrics kept, but flat images
         row["n_retried"] = int(ok["retried"].notna().sum())  # ok only after the precision fallback
-        for metric in METRICS:
-            row[f"{metric}_mean"], row[f"{metric}_ci95"], row[f"{metric}_n"] = mean_ci(ok[metric])
-        measured = ok["lpips"].notna()
-        row["lpips_comparable"] = bool(measured.any() and ok.loc[measured, "lpips_comparable"].all())
+        for metric in metrics():
+            name = metric.name
+            row[f"{name}_mean"], row[f"{name}_ci95"], row[f"{name}_n"] = mean_ci(ok.get(name, []))
+            if metric.comparable is not None:
+                measured = ok[name].notna() if name in ok else pd.Series(False, index=ok.index)
+                flags = ok.loc[measured, metric.comparable] if metric.comparable in ok else pd.Series([False])
+                row[metric.comparable] = bool(measured.any() and flags.fillna(False).astype(bool).all())
         row["time_s_mean"], row["time_s_ci95"], row["time_s_n"] = mean_ci(timed["t_total"])
         row["nfe_mean"] = float(ok["nfe"].astype("float64").mean()) if ok["nfe"].notna().any() else math.nan
         ms = 1000 * _ratio(timed["unet_seconds"], timed["nfe"].astype("float64"))

@@ -16,8 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from easyinv.report.columns import LOWER_IS_BETTER, METRICS
-from easyinv.report.plotting import TITLES, new_figure, save_figure
+from easyinv.report.columns import declaration, metrics
+from easyinv.report.plotting import new_figure, plot_title, save_figure
 from easyinv.report.sweep_tables import SWEEP_CONTEXT, sweep_axes, sweep_slice
 from easyinv.run.files import safe_name
 
@@ -56,20 +56,17 @@ def _contexts(sweep: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _metrics(sweep: pd.DataFrame) -> list[str]:
-    return [m for m in METRICS if sweep[f"{m}_mean"].notna().any()]
+    return [m.name for m in metrics() if f"{m.name}_mean" in sweep and sweep[f"{m.name}_mean"].notna().any()]
 
 
 def _metric_title(sweep: pd.DataFrame, metric: str) -> str:
-    title = TITLES[metric]
-    if metric == "lpips" and not sweep.loc[sweep["lpips_mean"].notna(), "lpips_comparable"].all():
-        title += " † random trunk"
-    return title
+    return plot_title(sweep, declaration(metric), f"{metric}_mean")
 
 
 def _heatmap_panel(fig: Figure, ax: Axes, sweep: pd.DataFrame, x: str, y: str, metric: str, keys: list[str]) -> None:
     grid, held = sweep_slice(sweep, x, y, metric, keys)
     values = grid.to_numpy(dtype=float)
-    lower = LOWER_IS_BETTER[metric]
+    lower = declaration(metric).lower_is_better
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis_r" if lower else "viridis", origin="lower",
                       aspect="auto")  # reversed map for lower-is-better: brighter is better in every panel
     finite = values[np.isfinite(values)]
@@ -107,12 +104,12 @@ def sweep_heatmaps(sweep: pd.DataFrame, out_dir: str | Path, keys: Sequence[str]
     made = []
     for suffix, context in _contexts(sweep):
         axes = [a for a in sweep_axes(context, keys) if 2 <= context[a].nunique() <= MAX_HEATMAP_VALUES]
-        metrics = _metrics(context)
+        shown = _metrics(context)
         for x, y in itertools.combinations(axes, 2):
-            if not metrics or len(context[[x, y]].drop_duplicates()) < context[x].nunique() * context[y].nunique():
+            if not shown or len(context[[x, y]].drop_duplicates()) < context[x].nunique() * context[y].nunique():
                 continue  # only full grids: a TPE search or two linked axes (a window's start and end) leave holes
-            fig = new_figure(3.4 * len(metrics), 3.3)
-            for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
+            fig = new_figure(3.4 * len(shown), 3.3)
+            for ax, metric in zip(fig.subplots(1, len(shown), squeeze=False)[0], shown, strict=True):
                 _heatmap_panel(fig, ax, context, x, y, metric, keys)
             stem = safe_name(f"sweep_heatmap_{_short(x)}__{_short(y)}{suffix}")
             made.append(save_figure(fig, Path(out_dir) / f"{stem}.png"))
@@ -142,13 +139,13 @@ def sweep_curves(
     for suffix, context in _contexts(sweep):
         axes = sweep_axes(context, keys)
         axis = x if x in axes else _default_x(axes, context)
-        metrics = _metrics(context)
-        if axis is None or not metrics:
+        shown = _metrics(context)
+        if axis is None or not shown:
             continue
         others = [k for k in keys if k != axes[axis] and context[k].nunique(dropna=False) > 1]
         lines = list(context.groupby(others, dropna=False, sort=True)) if others else [((), context)]
-        fig = new_figure(3.4 * len(metrics), 3.2)
-        for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
+        fig = new_figure(3.4 * len(shown), 3.2)
+        for ax, metric in zip(fig.subplots(1, len(shown), squeeze=False)[0], shown, strict=True):
             mean, ci = f"{metric}_mean", f"{metric}_ci95"
             if len(lines) > MAX_LINES:
                 ax.scatter(context[axis], context[mean], s=14, label="one configuration")

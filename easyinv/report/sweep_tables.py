@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from easyinv.report.columns import DECIMALS, HEADERS, LOWER_IS_BETTER, METRICS, QUALITY
+from easyinv.report.columns import TIME, declaration, metrics, paired_metrics, shown_pairs
 from easyinv.report.paired import PairedSettings, paired_columns, psnr_ceilings
 from easyinv.report.styles import MARKDOWN, markdown_grid, metric_cell, number
 from easyinv.report.summary import extra_columns, summarize
-from easyinv.report.tables import CSV_COLUMNS, pair_baseline, pair_cell, paired_note, pairs_cell
+from easyinv.report.tables import csv_columns, pair_baseline, pair_cell, paired_note, pairs_cell
 
 __all__ = [
     "LIST_PARTS",
@@ -110,7 +110,8 @@ def sweep_table(df: pd.DataFrame, keys: Sequence[str], paired: PairedSettings | 
 
         pairs = paired_columns(df.assign(_config=config(df)), table.assign(_config=config(table)),
                                ["dataset", "model", "precision", "device"], "_config", paired.baseline,
-                               {m: LOWER_IS_BETTER[m] for m in METRICS}, paired, baseline_column="method")
+                               {m.name: m.lower_is_better for m in paired_metrics()}, paired,
+                               baseline_column="method")
         pairs["pair_baseline"] = pairs["pair_baseline"].where(pairs["pair_baseline"].isna(), paired.baseline)
         table = pd.concat([table, pairs], axis=1)
         table.attrs["psnr_ceilings"] = psnr_ceilings(df)
@@ -157,7 +158,7 @@ def sweep_slice(
     scored = sweep[sweep[column].notna()]  # an infinite PSNR (identical images) is a best, as in best_configs
     if scored.empty:
         raise ValueError(f"sweep_slice: no {metric} in the sweep")
-    best = scored.loc[scored[column].idxmin() if LOWER_IS_BETTER[metric] else scored[column].idxmax()]
+    best = scored.loc[scored[column].idxmin() if declaration(metric).lower_is_better else scored[column].idxmax()]
     on_axes = {axes.get(x, x), axes.get(y, y)}
     held = {k: best[k] for k in keys if k not in on_axes}
     rows = sweep
@@ -175,15 +176,15 @@ def best_configs(sweep: pd.DataFrame, keys: Sequence[str] | None = None) -> dict
     """
     keys = list(keys if keys is not None else sweep.attrs.get("keys", []))
     best: dict[str, dict[str, Any]] = {}
-    for metric, lower in LOWER_IS_BETTER.items():
-        column = f"{metric}_mean"
-        if column not in sweep or sweep[column].notna().sum() == 0:
+    for declared in (*metrics(), TIME):
+        metric, mean = declared.name, f"{declared.name}_mean"
+        if mean not in sweep or sweep[mean].notna().sum() == 0:
             continue
-        i = sweep[column].idxmin() if lower else sweep[column].idxmax()
+        i = sweep[mean].idxmin() if declared.lower_is_better else sweep[mean].idxmax()
         row = sweep.loc[i]
         best[metric] = {
             "config": {k: _plain(row[k]) for k in keys},
-            "value": _plain(row[column]),
+            "value": _plain(row[mean]),
             "ci95": _plain(row[f"{metric}_ci95"]),
             "n": _plain(row[f"{metric}_n"]),
             **{k: _plain(row[k]) for k in ("dataset", "model", "method", "precision")},
@@ -206,14 +207,16 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
     """The text of ``sweep.md``: one row per configuration (mean ± 95 % CI per metric), then the best per metric."""
     keys = sweep.attrs.get("keys", [])
     shown = {**{k: sweep[k].astype(str) for k in ["method", "precision", *keys]}, "n": sweep["n_ok"].astype(str)}
-    for metric in (*QUALITY, "latent_mse", "time_s"):
-        shown[HEADERS.get(metric, metric)] = [metric_cell(r, metric, MARKDOWN) for _, r in sweep.iterrows()]
+    for declared in (*metrics(), TIME):
+        shown[declared.heading] = [metric_cell(r, declared.name, MARKDOWN) for _, r in sweep.iterrows()]
     shown["NFE"] = [number(v, 1, MARKDOWN) for v in sweep["nfe_mean"]]
     baseline = pair_baseline(sweep)
     if baseline is not None:
-        shown[f"Pairs vs {baseline}"] = [pairs_cell(r, QUALITY, MARKDOWN) for _, r in sweep.iterrows()]
-        for metric in QUALITY:
-            shown[f"Δ {metric.upper()} vs {baseline}"] = [pair_cell(r, metric, MARKDOWN) for _, r in sweep.iterrows()]
+        compared = shown_pairs()
+        shown[f"Pairs vs {baseline}"] = [pairs_cell(r, compared, MARKDOWN) for _, r in sweep.iterrows()]
+        for declared in compared:
+            shown[f"Δ {declared.label} vs {baseline}"] = [pair_cell(r, declared.name, MARKDOWN)
+                                                         for _, r in sweep.iterrows()]
     lines = [f"## Sweep over {', '.join(keys)}", "", markdown_grid(pd.DataFrame(shown)), ""]
     if baseline is not None:
         lines += [paired_note(sweep, baseline), ""]
@@ -226,8 +229,9 @@ def sweep_markdown(sweep: pd.DataFrame) -> str:
         where = ", ".join(f"{k}={v}" for k, v in entry["config"].items())
         if several:
             where += " (" + ", ".join(str(entry[k]) for k in ("method", "model", "precision")) + ")"
-        value = number(entry["value"] if entry["value"] is not None else math.nan, DECIMALS[metric], MARKDOWN)
-        lines.append(f"- {HEADERS.get(metric, metric)}: {value} at {where}")
+        declared = declaration(metric)
+        value = number(entry["value"] if entry["value"] is not None else math.nan, declared.decimals, MARKDOWN)
+        lines.append(f"- {declared.heading}: {value} at {where}")
     return "\n".join(lines) + "\n"
 
 
@@ -240,7 +244,7 @@ def write_sweep(sweep: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
              "best_configs": out_dir / "best_configs.json"}
     paths["sweep_md"].write_text(sweep_markdown(sweep), "utf-8")
     parts = [c for c in sweep.columns if any(c.startswith(f"{k}.") for k in keys)]
-    columns = [c for c in [*SWEEP_CONTEXT, *keys, *parts, *CSV_COLUMNS] if c in sweep]
+    columns = [c for c in [*SWEEP_CONTEXT, *keys, *parts, *csv_columns()] if c in sweep]
     csv = sweep[list(dict.fromkeys(columns))]
     csv.to_csv(paths["sweep_csv"], index=False, lineterminator="\n")  # full precision
     paths["best_configs"].write_text(json.dumps(best_configs(sweep), indent=2, sort_keys=True) + "\n", encoding="utf-8")

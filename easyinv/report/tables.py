@@ -15,21 +15,23 @@ import pandas as pd
 from easyinv.report.columns import (
     CEILING,
     DAGGER_NOTE,
-    DECIMALS,
-    HEADERS,
-    LOWER_IS_BETTER,
-    METRICS,
     PAPER_ORDER,
     PRECISION_ORDER,
-    QUALITY,
+    TIME,
+    Metric,
+    declaration,
+    metrics,
     norm_precision,
+    paired_metrics,
+    shown_pairs,
+    table1_metrics,
 )
 from easyinv.report.paired import PAIR_STATS, PairedSettings, check_baseline, paired_columns, psnr_ceilings
 from easyinv.report.styles import LATEX, MARKDOWN, Style, markdown_grid, metric_cell, number, numbers, pair_counts
 from easyinv.report.summary import summarize, with_labels
 
 __all__ = [
-    "CSV_COLUMNS",
+    "csv_columns",
     "PAIRED_NOTE",
     "paired_note",
     "PAPER_SETTINGS",
@@ -102,7 +104,8 @@ def _join_paper(summary: pd.DataFrame, paper: pd.DataFrame | None, on_precision:
     out = summary.copy()
     out.attrs["paper"] = paper
     key = out["method_label"].astype(str).str.lower()
-    for col in ("lpips", "ssim", "psnr", "time_s"):
+    shown = [m.name for m in (*table1_metrics(), TIME)]
+    for col in shown:
         out[f"paper_{col}"] = math.nan
     if paper is not None:
         for i, name in key.items():
@@ -112,12 +115,19 @@ def _join_paper(summary: pd.DataFrame, paper: pd.DataFrame | None, on_precision:
             if on_precision:
                 match = match[match["precision"] == norm_precision(out.at[i, "precision"])]
             if len(match):
-                for col in ("lpips", "ssim", "psnr", "time_s"):
-                    out.at[i, f"paper_{col}"] = float(match.iloc[0][col])
-    for col in ("lpips", "ssim", "psnr", "time_s"):
+                for col in shown:  # a metric the paper does not report stays empty
+                    out.at[i, f"paper_{col}"] = float(match.iloc[0].get(col, math.nan))
+    for col in shown:
         out[f"diff_{col}"] = out[f"{col}_mean"] - out[f"paper_{col}"]
-    out.loc[~out["lpips_comparable"], "diff_lpips"] = math.nan
+    for metric in table1_metrics():
+        if metric.comparable is not None:
+            out.loc[~out[metric.comparable], f"diff_{metric.name}"] = math.nan
     return out
+
+
+def _directions() -> dict[str, bool]:
+    """``{metric: lower is better}`` of the paired metrics (their ``pair_*`` columns)."""
+    return {m.name: m.lower_is_better for m in paired_metrics()}
 
 
 def table1(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None,
@@ -132,7 +142,7 @@ def table1(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None,
         return table
     check_baseline([*df["label"], *df["method"]], paired.baseline, paired)
     pairs = paired_columns(df, table, ["dataset", "model", "precision", "device"], "label", paired.baseline,
-                           {m: LOWER_IS_BETTER[m] for m in METRICS}, paired, baseline_column="method")
+                           _directions(), paired, baseline_column="method")
     return _with_pairs(table, pairs, df)
 
 
@@ -153,9 +163,10 @@ def join_published(table: pd.DataFrame, published: pd.DataFrame | None) -> pd.Da
     for i in out.index if rows is not None else ():
         match = rows[(rows["method"].str.lower() == str(out.at[i, "method_label"]).lower())
                      & (rows["model"] == str(out.at[i, "model"])) & (rows["dataset"] == str(out.at[i, "dataset"]))]
-        if len(match) and out.loc[i, ["paper_lpips", "paper_ssim", "paper_psnr"]].isna().all():
-            for col in ("lpips", "ssim", "psnr"):
-                out.at[i, f"paper_{col}"] = float(match.iloc[0][col])
+        quality = [m.name for m in table1_metrics()]
+        if len(match) and out.loc[i, [f"paper_{m}" for m in quality]].isna().all():
+            for col in quality:
+                out.at[i, f"paper_{col}"] = float(match.iloc[0].get(col, math.nan))
                 out.at[i, f"diff_{col}"] = out.at[i, f"{col}_mean"] - out.at[i, f"paper_{col}"]
             matched.append(i)
     out.attrs["published_matched"] = matched
@@ -181,8 +192,7 @@ def table2(df: pd.DataFrame, paper: Mapping[str, pd.DataFrame] | None = None,
     reference = next((names[p] for p in PRECISION_ORDER if p in names), None)
     if reference is None:
         return table
-    pairs = paired_columns(df, table, other, "precision", str(reference),
-                           {m: LOWER_IS_BETTER[m] for m in METRICS}, paired)
+    pairs = paired_columns(df, table, other, "precision", str(reference), _directions(), paired)
     return _with_pairs(table, pairs, df)
 
 
@@ -213,7 +223,7 @@ def pair_cell(row: pd.Series, metric: str, style: Style) -> str:
     if pd.isna(delta):
         return style.missing
     lo, hi = row[f"pair_{metric}_lo"], row[f"pair_{metric}_hi"]
-    shown = numbers([delta, lo, hi], DECIMALS[metric], style, signed=True)
+    shown = numbers([delta, lo, hi], declaration(metric).decimals, style, signed=True)
     text = shown[0]
     if not (pd.isna(lo) or pd.isna(hi)):
         text += f" [{shown[1]}, {shown[2]}]"
@@ -225,12 +235,18 @@ def pair_cell(row: pd.Series, metric: str, style: Style) -> str:
     return text
 
 
-def pairs_cell(row: pd.Series, metrics: tuple[str, ...], style: Style) -> str:
+def pairs_cell(row: pd.Series, compared: tuple[Metric, ...], style: Style) -> str:
     """The pairs behind a row's Δ cells: ``n`` or ``n (k left out)`` when every metric has the same, else per
     metric (:func:`~easyinv.report.styles.pair_counts`)."""
     if row.get("pair_baseline") is None or pd.isna(row.get("pair_baseline")):
         return style.missing
-    return pair_counts([(m.upper(), row[f"pair_{m}_n"], row[f"pair_{m}_left_out"]) for m in metrics], style)
+    return pair_counts([(m.label, row[f"pair_{m.name}_n"], row[f"pair_{m.name}_left_out"]) for m in compared],
+                       style)
+
+
+def paper_name(metric: Metric) -> str:
+    """A metric's name in the ``Paper X`` header: its label (time: with its unit)."""
+    return f"{metric.label} ({metric.unit})" if metric is TIME else metric.label
 
 
 def pair_baseline(table: pd.DataFrame) -> str | None:
@@ -254,27 +270,28 @@ def _display(table: pd.DataFrame, style: Style) -> pd.DataFrame:
     for key in varying:
         cols[key.capitalize()] = [style.escape(str(v)) for v in table[key]]
     cols["n"] = [str(int(v)) for v in table["n_ok"]]
-    for metric in ("lpips", "ssim", "psnr", "time_s"):
-        cols[style.escape(HEADERS[metric])] = [metric_cell(r, metric, style) for _, r in table.iterrows()]
+    shown = (*table1_metrics(), TIME)
+    for metric in shown:
+        cols[style.escape(metric.heading)] = [metric_cell(r, metric.name, style) for _, r in table.iterrows()]
     cols["NFE"] = [number(v, 1, style) for v in table["nfe_mean"]]
     cols["ms/NFE"] = [number(v, 2, style) for v in table["ms_per_nfe"]]
     cols[style.escape("non-UNet %")] = [number(100 * v, 1, style) for v in table["non_unet_share"]]
     cols["Failures"] = [_failures(r) for _, r in table.iterrows()]
-    if table[[f"paper_{m}" for m in ("lpips", "ssim", "psnr", "time_s")]].notna().any().any():
-        for metric in ("lpips", "ssim", "psnr", "time_s"):
-            d = DECIMALS[metric] if metric != "time_s" else 0
-            cols[f"Paper {metric.upper() if metric != 'time_s' else 'time (s)'}"] = [
-                number(v, d, style) for v in table[f"paper_{metric}"]]
-        for metric in ("lpips", "ssim", "psnr", "time_s"):
-            name = {"time_s": "time"}.get(metric, metric.upper())
-            cols[style.escape(f"Δ {name}")] = [number(v, DECIMALS[metric], style, signed=True)
-                                               for v in table[f"diff_{metric}"]]
+    if table[[f"paper_{m.name}" for m in shown]].notna().any().any():
+        for metric in shown:
+            d = 0 if metric is TIME else metric.decimals  # the paper gives whole seconds
+            cols[style.escape(f"Paper {paper_name(metric)}")] = [
+                number(v, d, style) for v in table[f"paper_{metric.name}"]]
+        for metric in shown:
+            cols[style.escape(f"Δ {metric.label}")] = [number(v, metric.decimals, style, signed=True)
+                                                       for v in table[f"diff_{metric.name}"]]
     baseline = pair_baseline(table)
     if baseline is not None:
-        cols[style.escape(f"Pairs vs {baseline}")] = [pairs_cell(r, QUALITY, style) for _, r in table.iterrows()]
-        for metric in QUALITY:
-            cols[style.escape(f"Δ {metric.upper()} vs {baseline}")] = [
-                pair_cell(r, metric, style) for _, r in table.iterrows()]
+        compared = shown_pairs()
+        cols[style.escape(f"Pairs vs {baseline}")] = [pairs_cell(r, compared, style) for _, r in table.iterrows()]
+        for metric in compared:
+            cols[style.escape(f"Δ {metric.label} vs {baseline}")] = [
+                pair_cell(r, metric.name, style) for _, r in table.iterrows()]
     return pd.DataFrame(cols)
 
 
@@ -300,7 +317,8 @@ def _notes(table: pd.DataFrame, paper_setting: str) -> list[str]:
             f"SSIM {r.ssim:.3f}, PSNR {r.psnr:.3f}, {r.time_s:g} s" for r in paper.itertuples())
         notes.append(f"No row was measured in the paper's setting ({paper_setting}), so no paper columns; "
                      f"published: {published}.")
-    if (table["lpips_mean"].notna() & ~table["lpips_comparable"]).any():
+    if any((table[f"{m.name}_mean"].notna() & ~table[m.comparable]).any()
+           for m in table1_metrics() if m.comparable is not None):
         notes.append(f"† {DAGGER_NOTE}")
     published = table.attrs.get("published")
     if published is not None:
@@ -338,14 +356,19 @@ PAPER_SETTINGS = {
     "table1": "EasyInv (arXiv 2408.05159v1) Table 1, SD-1.4, fp16, 2,298 COCO images, RTX 3090",
     "table2": "EasyInv (arXiv 2408.05159v1) Table 2, EasyInv on SD-1.4 in fp32 and fp16",
 }
-CSV_COLUMNS = (
-    "dataset", "model", "method", "method_label", "label", "precision", "device", "config_hash", "n_images", "n_ok",
-    "n_skipped", "n_nonfinite", "n_error", "n_degenerate", "n_retried",
-    *[f"{m}_{s}" for m in METRICS for s in ("mean", "ci95", "n")],
-    "lpips_comparable", "time_s_mean", "time_s_ci95", "time_s_n", "nfe_mean", "ms_per_nfe", "non_unet_share",
-    *[f"{kind}_{m}" for kind in ("paper", "diff") for m in ("lpips", "ssim", "psnr", "time_s")],
-    "pair_baseline", *[f"pair_{m}_{s}" for m in METRICS for s in PAIR_STATS],
-)
+def csv_columns() -> tuple[str, ...]:
+    """The columns of ``table1.csv`` (and a sweep's CSV), in order, from the declared metrics."""
+    names = [m.name for m in metrics()]
+    shown = [m.name for m in (*table1_metrics(), TIME)]
+    return (
+        "dataset", "model", "method", "method_label", "label", "precision", "device", "config_hash", "n_images",
+        "n_ok", "n_skipped", "n_nonfinite", "n_error", "n_degenerate", "n_retried",
+        *[f"{m}_{s}" for m in names for s in ("mean", "ci95", "n")],
+        *[m.comparable for m in metrics() if m.comparable is not None],
+        "time_s_mean", "time_s_ci95", "time_s_n", "nfe_mean", "ms_per_nfe", "non_unet_share",
+        *[f"{kind}_{m}" for kind in ("paper", "diff") for m in shown],
+        "pair_baseline", *[f"pair_{m.name}_{s}" for m in paired_metrics() for s in PAIR_STATS],
+    )
 
 
 _TITLES = {"table1": "Table 1: inversion methods", "table2": "Table 2: precision"}
@@ -376,7 +399,7 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str
     visible_notes = " ".join(LATEX.escape(n) for n in [*warning, *notes])
     tex = [f"% {caption[0]}; {caption[1]}", latex.rstrip(), rf"\par{{\footnotesize {visible_notes}}}"]
     paths["tex"].write_text("\n".join(tex) + "\n", encoding="utf-8")
-    csv = table[[c for c in CSV_COLUMNS if c in table.columns]]
+    csv = table[[c for c in csv_columns() if c in table.columns]]
     csv.to_csv(paths["csv"], index=False, lineterminator="\n")  # shortest repr that reads back the same float
     return paths
 
@@ -388,22 +411,32 @@ def write_table(table: pd.DataFrame, out_dir: str | Path, name: str) -> dict[str
 # --------------------------------------------------------------------------------------------------------------------
 
 ROW_KEYS = ("dataset", "model", "label", "precision")
-COMPARED = {"n_ok": 0, "nfe_mean": 1, "lpips_mean": DECIMALS["lpips"], "ssim_mean": DECIMALS["ssim"],
-            "psnr_mean": DECIMALS["psnr"]}
+
+
+def compared_columns() -> dict[str, int]:
+    """The columns :func:`compare_tables` checks and the decimals they are printed in: n, NFE, the Table-1 metrics."""
+    return {"n_ok": 0, "nfe_mean": 1, **{f"{m.name}_mean": m.decimals for m in table1_metrics()}}
+
 
 
 def compare_tables(new_csv: str | Path, reference_csv: str | Path) -> list[str]:
     """Differences between two ``table1.csv`` in the columns that must not move — n, NFE and the quality means as
-    the table prints them (LPIPS, SSIM, PSNR to 3 decimals) — row by row; timing is left out. [] = they match."""
+    the table prints them (LPIPS, SSIM, PSNR to 3 decimals) — row by row; timing is left out, and so is a metric
+    the reference table predates. [] = they match."""
     new, ref = pd.read_csv(new_csv), pd.read_csv(reference_csv)
     key = lambda df: df[list(ROW_KEYS)].astype(str).agg(" / ".join, axis=1)  # noqa: E731
     new.index, ref.index = key(new), key(ref)
     diffs = [f"{row}: missing from the new table" for row in ref.index.difference(new.index)]
     diffs += [f"{row}: not in the reference table" for row in new.index.difference(ref.index)]
     for row in ref.index.intersection(new.index):
-        for column, decimals in COMPARED.items():
-            a, b = float(new.at[row, column]), float(ref.at[row, column])
+        for name, decimals in compared_columns().items():
+            if name not in ref.columns:
+                continue
+            if name not in new.columns:
+                diffs.append(f"{row}: {name} missing from the new table")
+                continue
+            a, b = float(new.at[row, name]), float(ref.at[row, name])
             same = (math.isnan(a) and math.isnan(b)) or a == b or round(a, decimals) == round(b, decimals)
             if not same:
-                diffs.append(f"{row}: {column} {a:.{decimals}f} (reference {b:.{decimals}f})")
+                diffs.append(f"{row}: {name} {a:.{decimals}f} (reference {b:.{decimals}f})")
     return diffs

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 import pandas as pd
 
+from easyinv.metrics import declared
 from easyinv.run.files import MANIFEST_FILE, RECORDS_FILE, RECORDS_GLOB
 from easyinv.validation import CONFIG_DIR, dirname_exclude_keys
 
@@ -89,6 +90,10 @@ class Record:
     Failures: ``first_failure`` says where a non-finite value first appeared (``invert step 12``), ``retried`` how
     the image was computed again (``fp32``), ``flag`` marks an ``ok`` row to distrust (``degenerate``: a flat
     reconstruction of a textured image). ``batch_size`` is the batch the image actually ran in.
+
+    The metric fields (``psnr`` ... ``latent_mse``, ``lpips_comparable``) are keywords for the metrics declared in
+    ``easyinv.metrics`` when this class was written; a metric declared since is written through ``extra`` (or as a
+    key of a plain dict record), and :func:`read_records` gives every declared metric its column either way.
     """
 
     item_id: str
@@ -301,7 +306,9 @@ def records_files(paths_or_dirs: str | Path | Iterable[str | Path], recursive: b
 def read_records(paths_or_dirs: str | Path | Iterable[str | Path], dedupe: bool = True) -> pd.DataFrame:
     """All records under the given files/directories (recursively, every ``records*.jsonl``) as one DataFrame.
 
-    Every :data:`RECORD_FIELDS` column exists; ``run_dir`` names the directory each record came from and
+    Every :data:`RECORD_FIELDS` column exists, and so does every metric declared in ``easyinv.metrics`` (float, empty
+    in records written before it was declared) with its ``comparable`` flag; ``run_dir`` names the directory each
+    record came from and
     ``records_file`` the file. With ``dedupe`` a record measured twice (same ``item_id``, ``config_hash`` and
     ``device``, e.g. an error later retried, possibly by another shard) keeps its last finished occurrence: an
     ``error`` row never hides a finished row of the same image, whichever file holds it.
@@ -315,14 +322,17 @@ def read_records(paths_or_dirs: str | Path | Iterable[str | Path], dedupe: bool 
             frame["records_file"] = path.name
             frames.append(frame)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for name in (*RECORD_FIELDS, *SOURCE_COLUMNS):
+    metrics = declared()
+    flags = [m.comparable for m in metrics if m.comparable is not None]
+    for name in (*RECORD_FIELDS, *SOURCE_COLUMNS, *(m.name for m in metrics), *flags):
         if name not in df.columns:
             df[name] = None
-    for name, kind in Record.__annotations__.items():
-        if kind in ("float | None", "int | None"):
-            dtype = "float64" if kind.startswith("float") else "Int64"
-            df[name] = pd.to_numeric(df[name], errors="coerce").astype(dtype)
-    for name in ("warmup", "lpips_comparable"):
+    numeric = {name: kind for name, kind in Record.__annotations__.items() if kind in ("float | None", "int | None")}
+    numeric.update(dict.fromkeys((m.name for m in metrics), "float | None"))
+    for name, kind in numeric.items():
+        dtype = "float64" if kind.startswith("float") else "Int64"
+        df[name] = pd.to_numeric(df[name], errors="coerce").astype(dtype)
+    for name in dict.fromkeys(("warmup", *flags)):
         df[name] = df[name].map(lambda v: bool(v) if isinstance(v, bool) else False).astype(bool)
     if dedupe and len(df):
         before = len(df)
