@@ -3,6 +3,10 @@
 Under ``accelerate launch`` every process runs the same jobs on its own shard; each waits here for the others, and
 the main process alone writes the report. Under the submitit launcher the callback runs in the submitting process
 after the whole array has finished.
+
+A report that fails is loud: one line on stderr naming the exception and the ``easyinv-report`` command that writes
+it again, and a non-zero exit (Hydra would only warn about an exception and exit 0), with every record kept. A
+single run whose job itself failed exits with the job's error instead.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ class ReportCallback(Callback):
     """Aggregate every job's records under the run/sweep directory into ``report_dir`` (if one is set)."""
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._report(Path(config.hydra.run.dir), config)
+        from hydra.core.utils import JobStatus
+
+        job = kwargs.get("job_return")
+        self._report(Path(config.hydra.run.dir), config, job_failed=getattr(job, "status", None) == JobStatus.FAILED)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._report(Path(config.hydra.sweep.dir), config)
 
-    def _report(self, root: Path, config: DictConfig) -> None:
+    def _report(self, root: Path, config: DictConfig, job_failed: bool = False) -> None:
         from easyinv.run.shards import launch_state
 
         state = launch_state()
@@ -36,18 +43,29 @@ class ReportCallback(Callback):
                 return
         if not config.get("report_dir") or not root.exists():
             return
-        from easyinv.report import write_report
         from easyinv.report.paired import PairedSettings
 
         out = Path(config.report_dir)
         options = config.get("report") or {}
-        try:  # a bad report.bootstrap / report.alpha is one line, as the CLI's flags are
-            paired = PairedSettings(
-                baseline=options.get("baseline", "ddim"), edit_baseline=options.get("edit_baseline", "ddim+free+p2p"),
-                bootstrap=options.get("bootstrap", 10_000), alpha=options.get("alpha", 0.05))
+        try:  # a bad report.bootstrap / report.alpha is one line, as the CLI's flags are; absent keys: the defaults
+            paired = PairedSettings.from_options(options, ignore=("html",))
         except ValueError as e:
             raise SystemExit(f"easyinv-bench: {e}") from None
-        files = write_report([root], out, paired=paired, html=bool(options.get("html", False)))
+        try:
+            self._write(root, out, config, paired, html=bool(options.get("html", False)))
+        except Exception as e:  # noqa: BLE001 - any failure: one line and a non-zero exit, the records stay
+            log.debug("the report failed", exc_info=True)
+            reason = " ".join(f"{type(e).__name__}: {e}".split())
+            if job_failed:  # the job's own error is what the command exits with
+                log.warning("the report of the failed run in %s failed too (%s)", root, reason)
+                return
+            raise SystemExit(f"easyinv-bench: the report in {out} failed ({reason}); the records under {root} are "
+                             f"kept: `easyinv-report {root} --out {out}` writes it again") from None
+
+    def _write(self, root: Path, out: Path, config: DictConfig, paired: Any, html: bool) -> None:
+        from easyinv.report import write_report
+
+        files = write_report([root], out, paired=paired, html=html)
         log.info("report written to %s", out)
         for key in ("table1_md", "table2_md", "sweep_md", "editing_md"):
             if key in files:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from easyinv.report.columns import DEFAULT_PAPER_DIR
-from easyinv.report.paired import PairedSettings
+from easyinv.report.paired import DEFAULT, PairedSettings
 from easyinv.report.writer import write_report
 from easyinv.run.completeness import check_runs, format_check
 
@@ -36,15 +37,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--html", action="store_true",
                         help="also write report.html: sortable tables, every image per method (thumbnails cached in "
                              "the run directories), side-by-side views, figures; opens from disk, no network")
+    # the defaults are PairedSettings' (the end-of-run report's too); a flag left out keeps its default
     parser.add_argument("--baseline", default=None,
-                        help="paired Δ columns against this method (label), or 'none' (default: ddim, where it ran); "
-                             "a baseline given here must name a method of the records")
+                        help=f"paired Δ columns against this method (label), or 'none' (default: {DEFAULT.baseline}, "
+                             "where it ran); a baseline given here must name a method of the records")
     parser.add_argument("--edit-baseline", default=None,
-                        help="the editing tables' baseline protocol (default: ddim+free+p2p, where it ran)")
-    parser.add_argument("--bootstrap", type=int, default=10_000,
-                        help="resamples of the mean difference's BCa bootstrap interval in the CSV (default 10000)")
-    parser.add_argument("--alpha", type=float, default=0.05,
-                        help="Holm-adjusted level of the * mark, in (0, 1) (default 0.05)")
+                        help=f"the editing tables' baseline protocol (default: {DEFAULT.edit_baseline}, where it ran)")
+    parser.add_argument("--bootstrap", type=int, default=None,
+                        help=f"resamples of the mean difference's BCa bootstrap interval in the CSV (default "
+                             f"{DEFAULT.bootstrap})")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help=f"Holm-adjusted level of the * mark, in (0, 1) (default {DEFAULT.alpha})")
     parser.add_argument("--check", action="store_true",
                         help="only check completeness: per configuration, the counts of ok/skipped/nonfinite/error/"
                              "missing rows across every shard's records file against the item list in run.json; "
@@ -61,11 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or args.run_dirs[0] / "report"
     paper = None if args.paper.lower() == "none" else args.paper
     given = frozenset(k for k in ("baseline", "edit_baseline") if getattr(args, k) is not None)  # must be there
-    baseline = args.baseline or "ddim"
-    baseline = None if baseline.lower() == "none" else baseline
+    options = {k: getattr(args, k) for k in ("baseline", "edit_baseline", "bootstrap", "alpha")
+               if getattr(args, k) is not None}
+    if str(options.get("baseline", "")).lower() == "none":
+        options["baseline"] = None
     try:
-        paired = PairedSettings(baseline=baseline, edit_baseline=args.edit_baseline or "ddim+free+p2p",
-                                bootstrap=args.bootstrap, alpha=args.alpha, require=given)
+        paired = replace(PairedSettings.from_options(options), require=given)
         written = write_report(args.run_dirs, out, paper_dir=paper, figures=not args.no_figures,
                                sweep=True if args.sweep else None, items=args.items, paired=paired, html=args.html)
     except (ValueError, FileNotFoundError) as e:

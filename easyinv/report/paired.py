@@ -33,7 +33,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,10 @@ DEFAULT_SIDE = 1024  # image side when neither a record nor its run.json says it
 class PairedSettings:
     """The ``report.*`` keys of the paired comparisons; ``baseline=None`` turns them off.
 
+    The defaults here are the report's defaults, wherever a report is written: ``easyinv-report``'s flags and the
+    end-of-run report (``easyinv.callbacks``) take them from this class, and ``configs/config.yaml``'s ``report:``
+    keys, which Hydra needs spelled out to accept overrides, must equal them (``tests/test_report_defaults.py``).
+
     ``baseline``: the method (label) every reconstruction row is compared with; ``edit_baseline``: the protocol of
     the editing tables; ``bootstrap``: resamples of the mean's BCa interval (CSV); ``alpha``: the Holm-adjusted
     level of the mark; ``seed``: the bootstrap's generator, the same for every comparison so a table re-reports byte
@@ -84,6 +88,16 @@ class PairedSettings:
     seed: int = 0
     level: float = 0.95
     require: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], ignore: Iterable[str] = ()) -> PairedSettings:
+        """From a config's ``report`` section: its keys that name fields here, the rest at their defaults; a key
+        that is neither a field nor in ``ignore`` (``html``) is a ValueError naming it."""
+        names = [f.name for f in fields(cls) if f.name != "require"]
+        unknown = sorted(set(options) - set(names) - set(ignore))
+        if unknown:
+            raise ValueError(f"report: unknown keys {unknown}; allowed: {', '.join([*names, *ignore])}")
+        return cls(**{name: options[name] for name in names if name in options})
 
     def __post_init__(self) -> None:
         if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int | np.integer) or self.bootstrap < 1:
