@@ -431,8 +431,17 @@ class ImageMetrics:
         """False when LPIPS is off or its trunk is not torchvision's pretrained VGG/Alex/Squeeze checkpoint."""
         return bool(self.lpips_info.get("lpips_comparable", False))
 
-    def measure(self, rec_u8: Tensor | np.ndarray, ref_u8: Tensor | np.ndarray) -> list[dict[str, float]]:
-        """uint8 (B, H, W, 3) reconstruction and reference → one ``{metric: value}`` per image (``enabled``'s order)."""
+    def comparable(self) -> dict[str, bool]:
+        """The record flag of every enabled metric that declares one (``Metric.comparable``): whether its network
+        is the published one (the scorer's ``info`` says so under the flag's name), so the report may set its values
+        beside published numbers."""
+        declared = {m.name: m for m in image_metrics()}
+        return {declared[name].comparable: bool(getattr(self.scorers[name], "info", {}).get(declared[name].comparable))
+                for name in self.enabled if declared[name].comparable}
+
+    def measure(self, rec_u8: Tensor | np.ndarray, ref_u8: Tensor | np.ndarray) -> list[dict[str, float | bool]]:
+        """uint8 (B, H, W, 3) reconstruction and reference → one ``{metric: value}`` per image (``enabled``'s order),
+        with the metrics' comparable flags (:meth:`comparable`), which the records carry to the report."""
         import torch
 
         rec, ref = _u8_to_unit(rec_u8, self.device), _u8_to_unit(ref_u8, self.device)
@@ -440,7 +449,8 @@ class ImageMetrics:
         with torch.no_grad():
             values = {name: self.scorers[name](rec, ref) for name in self.enabled}
         as_lists = {name: v.double().cpu().tolist() for name, v in values.items()}
-        return [{name: float(vals[i]) for name, vals in as_lists.items()} for i in range(rec.shape[0])]
+        flags = self.comparable()
+        return [{**{name: float(vals[i]) for name, vals in as_lists.items()}, **flags} for i in range(rec.shape[0])]
 
     def describe(self) -> dict[str, Any]:
         """Implementations, versions and parameters of every metric, for the run manifest: a metric with a network

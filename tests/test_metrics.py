@@ -147,7 +147,8 @@ def test_missing_trunk_path_names_the_key(tmp_path):
 def test_measure_gives_per_image_dicts_matching_skimage(random_lpips, u8_pair):
     rec, ref = u8_pair
     rows = random_lpips.measure(rec, ref)
-    assert len(rows) == 2 and all(set(r) == {"psnr", "ssim", "lpips"} for r in rows)
+    assert len(rows) == 2 and all(set(r) == {"psnr", "ssim", "lpips", "lpips_comparable"} for r in rows)
+    assert not any(r["lpips_comparable"] for r in rows)  # a random trunk
     for row, a, b in zip(rows, rec, ref, strict=True):
         assert row["psnr"] == pytest.approx(peak_signal_noise_ratio(b, a, data_range=255), abs=1e-4)
         assert row["lpips"] > 0
@@ -243,3 +244,33 @@ def test_the_shipped_config_instantiates(empty_torch_home):
         "gaussian_kernel": True, "kernel_size": 11, "sigma": 1.5, "k1": 0.01, "k2": 0.03}
     assert ImageMetrics(cfg).enabled == ImageMetrics.from_config(cfg).enabled == ("psnr", "ssim")
     assert ImageMetrics(cfg, enabled=["psnr"]).enabled == ("psnr",)  # keywords win
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_the_job_records_whether_lpips_is_comparable_and_the_table_follows(tmp_path, monkeypatch, published):
+    """The records carry each metric's comparable flag (they did not: a run with torchvision's real VGG trunk was
+    still marked † and lost its difference to the paper). The trunk here is random; ``published`` stands in for a
+    trunk whose checksum is torchvision's."""
+    import pandas as pd
+    from helpers import run_job
+
+    import easyinv.metrics as metrics_module
+    from easyinv.report.writer import write_report
+    from easyinv.run.records import read_records
+
+    real = metrics_module.load_lpips
+
+    def load(**kwargs):
+        model, info = real(**kwargs)
+        return model, {**info, "lpips_comparable": published}
+
+    monkeypatch.setattr(metrics_module, "load_lpips", load)
+    run = run_job(tmp_path, "model=gaussian", "dataset.limit=2", "method=ddim", "method.num_steps=4",
+                  "report.html=false", name="ddim")
+    records = read_records(run)
+    assert records["lpips_comparable"].tolist() == [published, published]
+    written = write_report([run], tmp_path / "report", figures=False)
+    table = pd.read_csv(written["table1_csv"])
+    assert table["lpips_comparable"].tolist() == [published]
+    row = next(line for line in written["table1_md"].read_text().splitlines() if line.startswith("| ddim |"))
+    assert ("†" in row) is not published
