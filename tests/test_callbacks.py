@@ -91,6 +91,7 @@ def test_a_failing_report_is_one_line_naming_the_command_that_writes_it_again(tm
     ReportCallback()._report(tmp_path, config, job_failed=True)  # the job's own error wins: no exit here
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_the_app_exits_non_zero_when_its_report_fails_and_keeps_the_records(tmp_path):
     """The real app (the demo's multirun, one method, two images): report_dir is a file, so writing the report
     fails; Hydra alone would warn and exit 0."""

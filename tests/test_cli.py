@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -55,6 +56,7 @@ def test_missing_model_folder_is_one_clear_line(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_another_model_on_the_default_command_runs_or_names_what_is_missing(tmp_path, tiny_model_cache):
     """`easyinv-bench model=X` keeps the demo protocol with another model: the tiny models run (they are built
     offline), a model without weights stops in one line naming its folder and how to get it. Both failed with
@@ -87,6 +89,7 @@ def _hydra_dirs(*overrides: str) -> tuple[Path, str]:
     return Path(cfg.hydra.run.dir), str(cfg.hydra.sweep.subdir)
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_a_path_valued_override_keeps_the_run_directory_flat(tmp_path, tiny_model_cache):
     """`model.load.source=/abs/path` made nested folders of the run directory's name; now one folder, readable and
     apart from any other source (a hash where a '/' was replaced), while names without '/' stay as they were."""

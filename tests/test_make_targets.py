@@ -78,6 +78,7 @@ def test_data_bound_names_every_reproduce_target():
     assert set(listed) >= DATA_BOUND, "DATA_BOUND names a target `make help` no longer lists"
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_demo_twice_leaves_the_checkout_clean(tmp_path):
     clone = _clone(tmp_path / "clone")
     for _ in range(2):

@@ -33,6 +33,7 @@ def test_notebook_is_stored_clean(name):
     assert not any("easyinv.models" in c.source or "import torch" in c.source for c in code)  # plotting only
 
 
+@pytest.mark.slow  # a kernel per notebook on the shared sweep: CI runs it (make test-slow)
 @pytest.mark.parametrize("name", sorted(PARAMETER))
 def test_notebook_runs_on_fresh_results(name, easyinv_sweep, tmp_path):
     papermill = pytest.importorskip("papermill")

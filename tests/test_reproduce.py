@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from test_coco import CAPTIONS, TEST, VAL, write_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +31,7 @@ def makefile_overrides(target: str, model_dir: Path, coco_dir: Path) -> list[str
     return recipe.replace("$(ARGS)", "").split()
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_reproduce_table1_on_stand_ins(tmp_path, tiny_model_cache):
     models = tmp_path / "models"
     shutil.copytree(tiny_model_cache / "tiny-models" / "tiny-sd", models / "stable-diffusion-v1-4")

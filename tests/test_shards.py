@@ -207,6 +207,7 @@ def _accelerate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*launch, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_accelerate_two_processes_equal_one_process_and_report_once(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on a CPU machine: two gloo processes, one shard each."""
     args = ["experiment=none", *GAUSS, "method=easyinv", "dataset.limit=5"]

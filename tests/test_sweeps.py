@@ -57,6 +57,7 @@ def test_sweep_report_aggregates_one_row_per_configuration(easyinv_sweep):
         assert (report / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # end to end in subprocesses: CI runs it (make test-slow)
 def test_rerunning_the_sweep_computes_nothing(easyinv_sweep, run_easyinv):
     before = _line_counts(easyinv_sweep["sweep"])
     again = run_easyinv(*easyinv_sweep["args"])
