@@ -79,6 +79,10 @@ def bind_denoisers(model: InversionModel, prompts: list[str], guidance: dict[str
                      null_text=lambda: model.null_text_denoiser(prompts))
 
 
+# what a model that does not invert still does, said by both refusals (by config and by what is loaded)
+NOT_INVERTED = "it loads and generates, and inversion jobs refuse it (method.num_steps=0, method=vae_only, runs)"
+
+
 def check_method_on_model(method: Any, model_cfg: DictConfig) -> None:
     """Refuse, in one line and before any weight loads, a method the model cannot serve: one whose maths does not
     hold on the model's path (``model.path``: ``vp`` unless the model says ``flow``; the method's
@@ -93,8 +97,7 @@ def check_method_on_model(method: Any, model_cfg: DictConfig) -> None:
         raise ConfigError(f"method={method.name} does not run on model={model_cfg.name}: {need}, and the model's "
                           "guidance is distilled (no unconditional branch)")
     if not model_cfg.get("invertible", True) and int(getattr(method, "num_steps", 0)) > 0:
-        raise ConfigError(f"model={model_cfg.name} does not invert with any published solver; it loads and "
-                          "generates, and inversion jobs refuse it (method.num_steps=0, method=vae_only, runs)")
+        raise ConfigError(f"model={model_cfg.name} does not invert with any published solver; {NOT_INVERTED}")
 
 
 def check_loaded_model(method: Any, model: InversionModel) -> None:
@@ -104,8 +107,8 @@ def check_loaded_model(method: Any, model: InversionModel) -> None:
     reason = model.inversion_refusal()
     if reason and int(getattr(method, "num_steps", 0)) > 0:
         source = getattr(model, "source", None)
-        raise ConfigError(f"model={model.name}{f' ({source})' if source else ''} does not invert: {reason}; it loads "
-                          "and generates, and inversion jobs refuse it (method.num_steps=0, method=vae_only, runs)")
+        raise ConfigError(f"model={model.name}{f' ({source})' if source else ''} does not invert: {reason}; "
+                          f"{NOT_INVERTED}")
 
 
 @dataclass(frozen=True)
