@@ -10,11 +10,11 @@ with ``hydra.utils.instantiate(cfg.method)``, which reads the same file.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -40,15 +40,10 @@ def method_config(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
     return node
 
 
-def _locate(target: str) -> Any:
-    module, _, attr = target.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
 def method_class(name: str, config_dir: Path = CONFIG_DIR) -> type:
     """The class ``method=name`` instantiates, refused (TypeError naming what to declare) unless it states the facts
     of :data:`easyinv.method_checks.DECLARATIONS`."""
-    return check_declared(_locate(str(method_config(name, config_dir)._target_)), name)
+    return check_declared(get_class(str(method_config(name, config_dir)._target_)), name)
 
 
 def method_defaults(name: str, model: str | Mapping[str, Any] | None = None, config_dir: Path = CONFIG_DIR,
@@ -82,7 +77,6 @@ def make_method(name: str, model: str | Mapping[str, Any] | None = None, config_
 
             kwargs[key] = instantiate(OmegaConf.create(dict(value)), _convert_="all")
     return cls(**kwargs)
-
 
 
 def method_classes(config_dir: Path = CONFIG_DIR) -> dict[str, type]:
