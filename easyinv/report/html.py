@@ -26,6 +26,7 @@ from markupsafe import Markup
 
 from easyinv.report.browse import EDIT_KINDS, RECON_KINDS, per_image_data
 from easyinv.report.columns import EDIT_METRICS, TIME, Metric, metrics
+from easyinv.report.styles import MARKDOWN, numbers
 
 __all__ = ["TEMPLATES", "markdown_tables", "pair_details", "render_html", "sort_values", "write_html_report"]
 
@@ -159,12 +160,9 @@ def sort_values(columns: Sequence[str], frame: pd.DataFrame) -> list[list[str | 
             for row in frame.to_dict(orient="records")]
 
 
-def _signed(x: float, decimals: int) -> str:
-    if math.isnan(x):
-        return "—"
-    if math.isinf(x):
-        return "+∞" if x > 0 else "-∞"
-    return f"{x:+.{decimals}f}"
+def _interval(get: Mapping[str, float], decimals: int) -> list[str]:
+    """Δ, CI low and CI high as the tables print them (``styles.numbers``: small values in significant digits)."""
+    return numbers([get["delta"], get["lo"], get["hi"]], decimals, MARKDOWN, signed=True)
 
 
 def _p(x: float) -> str:
@@ -189,8 +187,9 @@ def pair_title(row: Mapping[str, Any], metric: str, baseline: str) -> str:
     get = {s: _get(row, f"pair_{metric}_{s}") for s in ("delta", "lo", "hi", "p", "p_holm", "win", "n", "left_out")}
     d = _pair_decimals(metric)
     significant = _get(row, f"pair_{metric}_significant") == 1
-    return (f"row − {baseline}, per image: Δ {_signed(get['delta'], d)}, CI [{_signed(get['lo'], d)}, "
-            f"{_signed(get['hi'], d)}]; Wilcoxon p {_p(get['p'])}, Holm p {_p(get['p_holm'])}"
+    delta, lo, hi = _interval(get, d)
+    return (f"row − {baseline}, per image: Δ {delta}, CI [{lo}, {hi}]; Wilcoxon p {_p(get['p'])}, "
+            f"Holm p {_p(get['p_holm'])}"
             f"{' (significant)' if significant else ''}; win rate {_win(get['win'])}; {_count(get['n'])} pairs, "
             f"{_count(get['left_out'])} left out")
 
@@ -215,7 +214,8 @@ def pair_details(identity: Sequence[str], rows: Sequence[Sequence[str]], frame: 
             d = _pair_decimals(metric)
             cells = [{"text": text, "sort": None} for text in printed[:len(identity)]]
             cells.append({"text": _metric_name(metric), "sort": None})
-            cells += [{"text": _signed(get[s], d), "sort": _raw(get[s])} for s in ("delta", "lo", "hi")]
+            cells += [{"text": text, "sort": _raw(get[s])}
+                      for s, text in zip(("delta", "lo", "hi"), _interval(get, d), strict=True)]
             cells += [{"text": _p(get[s]), "sort": _raw(get[s])} for s in ("p", "p_holm")]
             cells.append({"text": _win(get["win"]), "sort": _raw(get["win"])})
             cells += [{"text": _count(get[s]), "sort": _raw(get[s])} for s in ("n", "left_out")]
