@@ -133,10 +133,16 @@ def test_bad_keys_fail_in_one_line_before_any_work(cache_env):
         (lambda: easyinv.invert(pipe, np.zeros((64, 64, 3), np.uint8), precision="fp16"), "does not cast"),
         (lambda: easyinv.invert(pipe, np.zeros((2, 64, 64, 3), np.uint8), ["a"]), "1 prompts for 2 images"),
         (lambda: easyinv.invert(object(), np.zeros((64, 64, 3), np.uint8)), "diffusers pipeline"),
+        (lambda: easyinv.invert(_offloaded(pipe), np.zeros((64, 64, 3), np.uint8)), "is offloaded (unet"),
     ]:
         with pytest.raises(ConfigError, match=".*") as info:
             call()
         assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def _offloaded(pipe):
+    pipe.unet._hf_hook = object()  # what accelerate's offloading hooks leave on a module
+    return pipe
 
 
 def test_a_failing_call_and_an_edit_leave_the_pipeline_as_it_was(cache_env):
@@ -173,3 +179,14 @@ def test_benchmark_is_the_cli_run_in_process(tmp_path):
     assert again[["item_id", "psnr", "config_hash"]].equals(df[["item_id", "psnr", "config_hash"]])  # resumed
     with pytest.raises(ConfigError, match="method=nope"):
         easyinv.benchmark(["method=nope"], root=tmp_path)
+
+
+@pytest.mark.slow  # FLUX's V injection: forward hooks on the transformer, removed again
+def test_a_flux_edit_leaves_no_hook_behind(cache_env):
+    pipe = _pipeline("tiny-flux", cache_env)
+    before = _state(pipe)
+    out = easyinv.edit(pipe, np.full((64, 64, 3), 100, np.uint8), "a cat", "a dog", editor="v_inject",
+                       method="fireflow", model_config="tiny-flux", edit_options={"num_steps": 4, "inject": 1})
+    assert out.protocol == "fireflow+free+v_inject[inject=1,num_steps=4]"
+    assert out.nfe == {"invert": [5], "offsets": [0], "edit": [5]}
+    assert _state(pipe) == before

@@ -61,9 +61,9 @@ def check_pipeline(pipe: Any) -> None:
     hooked = [name for name, module in _modules(pipe).items()
               if any(hasattr(m, "_hf_hook") for m in module.modules())]
     if hooked:
-        raise ConfigError(f"{type(pipe).__name__}: {', '.join(hooked)} are offloaded (enable_model_cpu_offload / "
-                          "sequential offload); the harness runs a pipeline whose modules sit on one device: "
-                          "load it without offloading and .to(device) it first")
+        raise ConfigError(f"{type(pipe).__name__} is offloaded ({', '.join(hooked)}: enable_model_cpu_offload or "
+                          "sequential offload); the harness runs a pipeline whose modules sit on one device: load it "
+                          "without offloading and .to(device) it first")
 
 
 def pipeline_dtypes(pipe: Any) -> dict[str, str]:
