@@ -1,50 +1,25 @@
-"""The test kit (easyinv.testing) as a third party uses it: a method defined in a package of its own (written to a
-temporary folder, not under tests/) gets every check of ``MethodContract`` from a generated test file run by pytest
-(in-process), and passes; a method that declares a wrong NFE, and one that declares an exactness it does not have,
-fail exactly the check of that declaration, with a message naming it and pytest's comparison (the kit's asserts are
-rewritten). An editor runs the ``EditorContract`` on the kit's default models, the closed-form ones. The same kit
-runs every built-in method and editor (tests/test_every_method.py, tests/test_every_editor.py)."""
+"""The test kit (easyinv.testing) as a third party uses it: the worked example of docs/testing-kit.md, a method in a
+package of its own (written to a temporary folder, not under tests/) and its test file, run by pytest (in-process),
+gets every check of ``MethodContract`` and passes; a method that declares a wrong NFE, and one that declares an
+exactness it does not have, fail exactly the check of that declaration, with a message naming it and pytest's
+comparison (the kit's asserts are rewritten). An editor runs the ``EditorContract`` on the kit's default models, the
+closed-form ones. The same kit runs every built-in method and editor (tests/test_every_method.py,
+tests/test_every_editor.py)."""
 
 from __future__ import annotations
 
 import inspect
+import re
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from easyinv.testing import EditorContract, MethodContract
 
-PACKAGE = '''
-from dataclasses import dataclass
-from typing import ClassVar
+DOC = Path(__file__).resolve().parents[1] / "docs" / "testing-kit.md"
 
-from easyinv.inversion import ddim_step
-from easyinv.method_checks import check_num_steps
-
-
-@dataclass(frozen=True)
-class SourceTimeDDIM:
-    """DDIM/Euler with ε at the source level, written from scratch outside the harness."""
-
-    unsupported_paths: ClassVar[dict[str, str]] = {}
-    needs_cfg: ClassVar[str | None] = None
-    exact: ClassVar[bool] = False
-
-    name: str = "source_time_ddim"
-    num_steps: int = 10
-    blend: object = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "num_steps", check_num_steps(self.num_steps))
-
-    def nfe_per_image(self, T):
-        return T, T
-
-    def step(self, eps, z, i, grid, ctx):
-        return ddim_step(z, eps(ctx.z_query, grid.source_time(i)), grid.alpha_src[i], grid.alpha_tgt[i])
-
+BROKEN = '''
 
 @dataclass(frozen=True)
 class WrongNFE(SourceTimeDDIM):
@@ -64,14 +39,9 @@ class FalselyExact(SourceTimeDDIM):
     name: str = "falsely_exact"
 '''
 
-TESTS = '''
-from easyinv.testing import MethodContract
-from {package}.methods import FalselyExact, SourceTimeDDIM, WrongNFE
+BROKEN_TESTS = '''
 
-
-class TestSourceTimeDDIM(MethodContract):
-    method_class = SourceTimeDDIM
-    config = {{"num_steps": 8}}
+from my_inversion.method import FalselyExact, WrongNFE
 
 
 class TestWrongNFE(MethodContract):
@@ -81,6 +51,11 @@ class TestWrongNFE(MethodContract):
 class TestFalselyExact(MethodContract):
     method_class = FalselyExact
 '''
+
+
+def _doc_blocks() -> list[str]:
+    """The ``python`` code blocks of docs/testing-kit.md: the worked example is the one tested here."""
+    return re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.M | re.S)
 
 
 class Outcomes:
@@ -94,13 +69,17 @@ class Outcomes:
             self.seen[report.nodeid.split("::", 1)[1]] = (report.outcome, str(report.longrepr or ""))
 
 
-def _run_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, package: str, tests: str) -> dict[str, tuple[str, str]]:
-    (tmp_path / "src" / package).mkdir(parents=True)
-    (tmp_path / "src" / package / "__init__.py").write_text("")
-    (tmp_path / "src" / package / "methods.py").write_text(PACKAGE)
+def _run_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[str, str]]:
+    """The documented plugin layout in ``tmp_path``, its method module and test file taken from the docs' worked
+    example plus two broken variants; pytest's outcome per test."""
+    method, tests = _doc_blocks()[:2]
+    package = tmp_path / "src" / "my_inversion"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "method.py").write_text(method + BROKEN)
     (tmp_path / "tests").mkdir()
-    test_file = tmp_path / "tests" / f"test_{package}.py"
-    test_file.write_text(textwrap.dedent(tests.format(package=package)))
+    test_file = tmp_path / "tests" / "test_my_method.py"
+    test_file.write_text(tests + BROKEN_TESTS)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     outcomes = Outcomes()
@@ -108,13 +87,13 @@ def _run_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, package: str, test
         pytest.main(["-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "-c", str(tmp_path / "pytest.ini"),
                      str(test_file)], plugins=[outcomes])
     finally:
-        for name in [m for m in sys.modules if m.startswith(package) or m == f"test_{package}"]:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("my_inversion", "test_my_method")]:
             del sys.modules[name]
     return outcomes.seen
 
 
 def test_a_third_party_method_passes_the_kit_and_broken_declarations_fail_it(tmp_path, monkeypatch):
-    seen = _run_kit(tmp_path, monkeypatch, "kitdemo_methods", TESTS)
+    seen = _run_kit(tmp_path, monkeypatch)
     checks = sorted(name for name in dir(MethodContract) if name.startswith("test_"))
     yaml_checks = {"test_the_registry_builds_what_the_config_group_instantiates",
                    "test_the_class_defaults_agree_with_its_yaml"}
