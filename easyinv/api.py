@@ -44,6 +44,9 @@ def _hydra_compose() -> Iterator[Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from easyinv.plugins import register_search_path
+
+    register_search_path()  # installed plugins' config groups are choices here too, as on the command line
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
     GlobalHydra.instance().clear()
     try:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers import make_cfg
 from PIL import Image
+from test_plugins import site  # noqa: F401 - the fixture of fake installed plugins
 
 import easyinv
 from easyinv.run.files import latents_path, recon_png_path
@@ -190,3 +191,14 @@ def test_a_flux_edit_leaves_no_hook_behind(cache_env):
     assert out.protocol == "fireflow+free+v_inject[inject=1,num_steps=4]"
     assert out.nfe == {"invert": [5], "offsets": [0], "edit": [5]}
     assert _state(pipe) == before
+
+
+def test_a_plugin_method_is_a_method_of_the_api(site, cache_env):  # noqa: F811 - the imported fixture
+    from test_plugins import toy_plugin
+
+    toy_plugin(site)
+    model = easyinv.load_model("tiny-sd", device="cpu")
+    image = np.full((64, 64, 3), 90, np.uint8)
+    toy = easyinv.invert(model, image, method="toy", num_steps=3)
+    ddim = easyinv.invert(model, image, method="ddim", num_steps=3)
+    assert toy.label == "toy[num_steps=3]" and torch.equal(toy.z_T, ddim.z_T)  # the toy is DDIM under another name
