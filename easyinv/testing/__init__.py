@@ -28,10 +28,12 @@ from typing import Any
 
 import pytest
 
-__all__ = ["EditorContract", "MethodContract", "SmoothNetwork", "closed_form_model", "round_trip"]
+__all__ = ["EditorContract", "MethodContract", "RoundTrip", "SmoothNetwork", "closed_form_model", "images",
+           "round_trip"]
 
-_HOMES = {"MethodContract": "methods", "EditorContract": "editors", "SmoothNetwork": "closed_form",
-          "closed_form_model": "closed_form", "round_trip": "closed_form"}
+_HOMES = {"MethodContract": "methods", "EditorContract": "editors", "RoundTrip": "closed_form",
+          "SmoothNetwork": "closed_form", "closed_form_model": "closed_form", "images": "closed_form",
+          "round_trip": "closed_form"}
 
 
 pytest.register_assert_rewrite(*{f"{__name__}.{home}" for home in _HOMES.values()})

@@ -18,7 +18,7 @@ from easyinv.inversion import Denoiser, Denoisers, Inversion, invert_with, recon
 from easyinv.models.gaussian import GaussianModel
 from easyinv.models.gaussian_flow import GaussianFlowModel
 
-__all__ = ["MODEL_OF_PATH", "RoundTrip", "SmoothNetwork", "closed_form_model", "round_trip"]
+__all__ = ["MODEL_OF_PATH", "RoundTrip", "SmoothNetwork", "closed_form_model", "images", "round_trip"]
 
 MODEL_OF_PATH = {"vp": "gaussian", "flow": "gaussian_flow"}  # the closed-form model config of each path
 SEEDS = (1, 2, 3)  # one per image of a round trip
