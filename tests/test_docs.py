@@ -150,12 +150,16 @@ def test_bash_blocks_of_the_default_suite_run(block, tmp_path):
 # ---- the slow set: in a fresh clone, the make targets at the sizes tests/test_make_targets.py runs them -------------
 
 
+# beside tests/test_make_targets.py's sizes: the two demos that test runs in full already
+DOCS_SMALL_ARGS = {"demo": "dataset.limit=2", "editing-demo-flow": "dataset.limit=1"}
+
+
 def _make_shim() -> str:
     """A ``make`` function for the blocks: never reinstall into this environment (``-o``), use it (``VENV=``), and
     pass the small ``ARGS`` of tests/test_make_targets.py to a target that has some, unless the line gives its own."""
     from test_make_targets import SMALL_ARGS
 
-    table = " ".join(f"[{t}]={shlex.quote(a)}" for t, a in SMALL_ARGS.items())
+    table = " ".join(f"[{t}]={shlex.quote(a)}" for t, a in (SMALL_ARGS | DOCS_SMALL_ARGS).items())
     return textwrap.dedent(f"""
         declare -A SMALL=({table})
         make() {{
