@@ -180,12 +180,13 @@ sweep-report: setup  ## aggregate a sweep root (SWEEP=results/runs/sweep_easyinv
 tune-easyinv: setup  ## Optuna TPE on the tune split, best setting scored on the held-out eval split
 	$(PY) scripts/tune_then_eval.py $(ARGS)
 
-notebooks: setup  ## run notebooks/*.ipynb on the demo and sweep results (running or resuming both first) → results/notebooks/
+notebooks: setup  ## run notebooks/*.ipynb: the demo's and sweep's results (running or resuming both first), the Python API on a tiny pipeline → results/notebooks/
 	$(RUN) experiment=demo $(ARGS)
 	$(RUN) experiment=sweep_easyinv $(ARGS)
 	mkdir -p results/notebooks
 	$(PY) -m papermill notebooks/results.ipynb results/notebooks/results.ipynb --cwd notebooks -p runs_dir $(CURDIR)/results/runs/demo
 	$(PY) -m papermill notebooks/sweeps.ipynb results/notebooks/sweeps.ipynb --cwd notebooks -p sweep_dir $(CURDIR)/results/runs/sweep_easyinv
+	$(PY) -m papermill notebooks/api.ipynb results/notebooks/api.ipynb --cwd notebooks -p cache $(CURDIR)/.cache
 
 bench: setup  ## throughput per method × batch size, loop overhead, projected Table 1/2 time → results/bench/
 	$(PY) scripts/bench.py $(ARGS)

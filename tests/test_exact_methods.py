@@ -59,9 +59,11 @@ def _round_trip(method, model: GaussianModel, dtype: torch.dtype, eps: str) -> t
     return float((z - z0).norm() / z0.norm()), inversion.z_T, den
 
 
+# Each exact YAML at its defaults is held to round-off with both networks, float64 and float32, by the test kit
+# (MethodContract.test_round_trip_is_exact_exactly_when_declared, tests/test_every_method.py); here: the variants.
 @pytest.mark.parametrize("eps", ["gaussian", "smooth"])
-@pytest.mark.parametrize("name", sorted(EXACT))
-def test_exact_methods_round_trip_to_round_off_with_any_eps(name, eps):
+@pytest.mark.parametrize("name", sorted(set(EXACT) - set(EXACT_NAMES)))
+def test_exact_variants_round_trip_to_round_off_with_any_eps(name, eps):
     method = EXACT[name]
     err64, z_t, _ = _round_trip(method, _model(torch.float64), torch.float64, eps)
     err32, _, _ = _round_trip(method, _model(torch.float32), torch.float32, eps)
