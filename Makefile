@@ -47,7 +47,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup setup-browser demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo editing-demo-flow reproduce-piebench reproduce-piebench-flow reproduce-table1-captions reproduce-table-flow reproduce-table-flow-methods test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
-        sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
+        sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check docs docs-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-28s %s\n", $$1, $$2}'
@@ -193,6 +193,15 @@ bench: setup  ## throughput per method × batch size, loop overhead, projected T
 
 gpu-check: setup  ## on a CUDA machine: the gpu tests, then bench on sd14-random fp16 (eager, compiled) → results/bench/
 	PY=$(PY) bash scripts/gpu_check.sh $(ARGS)
+
+# the documentation site (mkdocs.yml, docs/): offline, --strict fails on any warning (a broken link or reference);
+# docs/hooks.py adds the configuration reference generated from configs/ and ARCHITECTURE.md
+DOCS_DIR ?= site
+docs: setup  ## build the documentation site offline with --strict → site/ (open site/index.html)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d $(DOCS_DIR)
+
+docs-serve: setup  ## serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --strict -a 127.0.0.1:8000
 
 clean:  ## remove run records (results/runs) and caches, keep .venv
 	rm -rf results/runs .cache

@@ -89,7 +89,7 @@ def test_nfe_per_image_of_the_exact_methods_at_their_defaults(name):
 def test_bdia_guard_refuses_an_exploding_gamma():
     with pytest.raises(ValueError, match="γ\\^-T"):
         BDIA(gamma=0.5, num_steps=50)
-    BDIA(gamma=0.5, num_steps=10)  # the README's 10-step setting is fine
+    BDIA(gamma=0.5, num_steps=10)  # the 10-step setting of docs/methods.md is fine
     assert BDIA(gamma=0.94).gamma == 0.94
 
 
