@@ -1,0 +1,1 @@
+"""The plugin's config groups (``method/edit_friendly.yaml``), found through the ``easyinv.configs`` entry point."""
