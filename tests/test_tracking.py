@@ -1,0 +1,234 @@
+"""Experiment tracking (easyinv.report.tracking): real runs of the Gaussian model (two images, five steps) logged to a
+real MLflow SQLite store and to W&B offline, read back through ``MlflowClient`` and by parsing W&B's offline run file.
+The numbers a tracker shows are the report's table1.csv; a re-logged job updates its run; a tracker that is down
+costs one warning line. The app end to end and a real ``mlflow server`` are under ``slow``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import run_job
+from omegaconf import OmegaConf
+from wandb_offline import offline_runs, read_offline_run
+
+from easyinv.callbacks import ReportCallback
+from easyinv.report.track_content import collect, hashed_params
+from easyinv.report.track_mlflow import embedded_uri
+from easyinv.report.tracking import TrackingSettings, track
+from easyinv.report.writer import write_report
+from easyinv.run.records import config_hash, read_records
+
+METHODS = ("vae_only", "ddim")
+CHEAP = ("model=gaussian", "dataset.limit=2", "metrics.enabled=[psnr,ssim]")
+
+
+def _job(root: Path, method: str, *overrides: str, sweep: str = "sweep") -> Path:
+    steps = () if method == "vae_only" else ("method.num_steps=5",)
+    return run_job(root, *CHEAP, f"method={method}", *steps, *overrides, name=f"{sweep}/method={method}")
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """A two-job sweep, its report, and the sweep logged to an embedded MLflow store."""
+    root = tmp_path_factory.mktemp("tracking")
+    for method in METHODS:
+        _job(root, method)
+    sweep, report = root / "runs" / "sweep", root / "report"
+    write_report([sweep], report, paper_dir=None, figures=False)
+    settings = TrackingSettings(backend="mlflow", store=str(root / "mlflow"), experiment="bench")
+    ids = track([sweep], report, settings)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=embedded_uri(settings.store))
+    return {"root": root, "sweep": sweep, "report": report, "settings": settings, "ids": ids, "client": client,
+            "experiment": client.get_experiment_by_name("bench").experiment_id}
+
+
+def _runs(logged) -> list:
+    return logged["client"].search_runs([logged["experiment"]])
+
+
+def test_a_sweep_is_one_parent_and_a_child_per_job_with_the_tables_numbers(logged):
+    runs = {r.info.run_name: r for r in _runs(logged)}
+    assert set(runs) == {"sweep", "method=vae_only", "method=ddim"}
+    parent = runs["sweep"]
+    table = pd.read_csv(logged["report"] / "table1.csv")
+    assert len(table) == len(METHODS)
+    for method in METHODS:
+        child = runs[f"method={method}"]
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        manifest = json.loads((logged["sweep"] / f"method={method}" / "run.json").read_text())
+        assert child.data.tags["easyinv.config_hash"] == manifest["config_hash"] == config_hash(manifest["config"])
+        assert child.data.tags["easyinv.git_commit"] == manifest["environment"]["git"]["sha"]
+        assert child.data.tags["easyinv.torch"] == manifest["environment"]["packages"]["torch"]
+        assert child.data.tags["easyinv.device"] == "cpu"
+        # params: the resolved config without the keys the hash leaves out (paths, device, ... are tags or nothing)
+        assert child.data.params == hashed_params(manifest["config"])
+        assert child.data.params["method.name"] == method and child.data.params["model.name"] == "gaussian"
+        assert child.data.params["precision.name"] == "fp32" and child.data.params["seed"] == "0"
+        assert "device" not in child.data.params and not any(k.startswith("paths.") for k in child.data.params)
+        row = table[table["config_hash"] == manifest["config_hash"]].iloc[0]
+        metrics = child.data.metrics
+        for column in ("psnr_mean", "psnr_ci95", "ssim_mean", "ssim_ci95", "nfe_mean", "time_s_mean", "n_ok",
+                       "n_error", "n_nonfinite"):
+            if pd.isna(row[column]):  # an empty cell (the CI of an infinite PSNR) is no metric
+                assert column not in metrics
+                continue
+            expected = min(max(float(row[column]), -sys.float_info.max), sys.float_info.max)  # MLflow clamps ±inf
+            assert metrics[column] == pytest.approx(expected, rel=1e-12, abs=0), column
+        assert metrics["ssim_ci_low"] == pytest.approx(row["ssim_mean"] - row["ssim_ci95"])
+        assert metrics["ssim_ci_high"] == pytest.approx(row["ssim_mean"] + row["ssim_ci95"])
+        assert not any(k.startswith("paper_") for k in metrics)
+
+
+def test_the_artifacts_are_the_records_and_the_report(logged, tmp_path):
+    client = logged["client"]
+    runs = {r.info.run_name: r for r in _runs(logged)}
+    report_files = {a.path for a in client.list_artifacts(runs["sweep"].info.run_id, "report")}
+    assert {"report/table1.csv", "report/table1.md", "report/table1.tex"} <= report_files
+    child = runs["method=ddim"]
+    assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"records.parquet", "config.json"}
+    local = Path(client.download_artifacts(child.info.run_id, "records.parquet", str(tmp_path)))
+    logged_rows = pd.read_parquet(local)
+    records = read_records(logged["sweep"] / "method=ddim")
+    assert len(logged_rows) == len(records) == 2
+    assert list(logged_rows["psnr"]) == pytest.approx(list(records["psnr"]))
+    assert sorted(logged_rows["item_id"]) == sorted(records["item_id"])
+
+
+def test_logging_again_updates_the_runs_and_never_duplicates_them(logged):
+    before = {r.info.run_id for r in _runs(logged)}
+    again = track([logged["sweep"]], logged["report"], logged["settings"])
+    assert again == logged["ids"]
+    assert {r.info.run_id for r in _runs(logged)} == before  # found by config hash / sweep name, not created anew
+    ddim = logged["ids"][json.loads((logged["sweep"] / "method=ddim" / "run.json").read_text())["config_hash"]]
+    assert len(logged["client"].get_metric_history(ddim, "psnr_mean")) == 1  # an unchanged number is not re-logged
+
+
+def test_a_resumed_job_updates_its_run(logged, tmp_path):
+    """The ddim job resumed with a third image (dataset.limit is no part of the hash): the same run, new numbers."""
+    root = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(logged["sweep"], root / "runs" / "sweep")
+    ddim = _job(root, "ddim", "dataset.limit=3")
+    report = tmp_path / "report"
+    write_report([root / "runs" / "sweep"], report, paper_dir=None, figures=False)
+    ids = track([root / "runs" / "sweep"], report, logged["settings"])
+    digest = json.loads((ddim / "run.json").read_text())["config_hash"]
+    assert ids[digest] == logged["ids"][digest]
+    run = logged["client"].get_run(ids[digest])
+    assert run.data.tags["easyinv.images"] == "3"
+    row = pd.read_csv(report / "table1.csv").set_index("config_hash").loc[digest]
+    assert run.data.metrics["psnr_mean"] == pytest.approx(float(row["psnr_mean"]))
+    assert len(logged["client"].get_metric_history(ids[digest], "psnr_mean")) == 2
+    assert len(_runs(logged)) == 3
+
+
+def test_the_easyinv_report_track_flag_logs_existing_run_dirs(logged, tmp_path):
+    from easyinv.report.cli import main
+
+    store = Path(logged["settings"].store)  # one store per module: a new SQLite store costs seconds of migrations
+    assert main([str(logged["sweep"]), "--out", str(tmp_path / "out"), "--paper", "none", "--no-figures", "--track",
+                 "mlflow", "--tracking-store", str(store)]) == 0
+    client = logged["client"]
+    experiment = client.get_experiment_by_name("adhoc")  # the runs' experiment_name (run.json)
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["method=ddim", "method=vae_only", "sweep"]
+    artifacts = Path(experiment.artifact_location.removeprefix("file://"))
+    assert artifacts == store.resolve() / "artifacts"  # beside the SQLite file, not in the CWD's ./mlruns
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_tracker_that_is_down_costs_one_warning_line(logged, caplog):
+    dead = TrackingSettings(backend="mlflow", uri=f"http://127.0.0.1:{_closed_port()}", experiment="bench")
+    with caplog.at_level(logging.INFO, logger="easyinv.report.tracking"):
+        assert track([logged["sweep"]], logged["report"], dead) is None
+    (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    message = line.getMessage()
+    assert "\n" not in message and message.startswith("tracking: not logged to mlflow (URLError")
+    assert f"--track mlflow --tracking-uri {dead.uri}" in message and str(logged["sweep"]) in message
+    assert (logged["report"] / "table1.csv").is_file() and len(read_records(logged["sweep"])) == 4
+
+
+@pytest.mark.slow  # the callback writes the whole report with its figures
+def test_the_callback_logs_after_the_report_and_a_failure_keeps_the_run(tmp_path, caplog):
+    """Tracking on and no report_dir: the report goes to <root>/report and the job is logged from it; a dead tracker
+    is one warning line and the callback ends normally."""
+    run_dir = _job(tmp_path, "ddim", sweep="one")
+    store = tmp_path / "mlflow"
+    config = OmegaConf.create({"report_dir": None, "experiment_name": "cb",
+                               "tracking": {"backend": "mlflow", "uri": None, "store": str(store),
+                                            "experiment": "${experiment_name}"}})
+    ReportCallback()._report(run_dir, config)
+    assert (run_dir / "report" / "table1.csv").is_file()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=embedded_uri(store))
+    (run,) = client.search_runs([client.get_experiment_by_name("cb").experiment_id])
+    assert "mlflow.parentRunId" not in run.data.tags  # one job alone: no parent, and its run holds the report
+    assert "report/table1.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    config.tracking.uri = f"http://127.0.0.1:{_closed_port()}"
+    with caplog.at_level(logging.WARNING, logger="easyinv.report.tracking"):
+        ReportCallback()._report(run_dir, config)
+    assert [r.getMessage()[:31] for r in caplog.records if r.name == "easyinv.report.tracking"] == [
+        "tracking: not logged to mlflow "]
+
+
+@pytest.mark.slow  # two more jobs and reports
+def test_a_sharded_job_is_logged_once_its_shards_are_in(logged, tmp_path):
+    """Two shards of one job, run one after the other (a SLURM array's tasks): the first to end finds rows missing
+    and logs nothing; the last logs the merged job. (Under ``accelerate launch`` only the main process reaches this.)
+    Of the first four sample images shard 0 owns one, shard 1 three."""
+    settings = TrackingSettings(backend="mlflow", store=logged["settings"].store, experiment="shards")
+    first = _job(tmp_path, "ddim", "dataset.limit=4", "shard.index=0", "shard.count=2", sweep="sharded")
+    write_report([first], tmp_path / "r0", paper_dir=None, figures=False)
+    assert track([first], tmp_path / "r0", settings, complete_only=True) == {}  # rows missing: not logged yet
+    _job(tmp_path, "ddim", "dataset.limit=4", "shard.index=1", "shard.count=2", sweep="sharded")
+    write_report([first], tmp_path / "r1", paper_dir=None, figures=False)
+    ids = track([first], tmp_path / "r1", settings, complete_only=True)
+    assert len(ids) == 1
+    client = logged["client"]
+    (run,) = client.search_runs([client.get_experiment_by_name("shards").experiment_id])
+    assert run.data.tags["easyinv.images"] == "4" and run.data.tags["easyinv.complete"] == "true"
+
+
+def test_wandb_offline_logs_the_same_content(logged, tmp_path):
+    """The W&B runs hold what the MLflow ones do (the collected content), read back from the offline run files."""
+    settings = TrackingSettings(backend="wandb", dir=str(tmp_path / "wb"), experiment="bench")
+    ids = track([logged["sweep"]], logged["report"], settings)
+    runs = {r.run_id: r for r in map(read_offline_run, offline_runs(tmp_path / "wb"))}
+    assert set(runs) == set(ids.values()) and len(runs) == 3
+    table = pd.read_csv(logged["report"] / "table1.csv").set_index("config_hash")
+    (root,) = collect([logged["sweep"]], logged["report"])
+    for job in root.jobs:
+        offline = runs[ids[job.key]]
+        assert offline.group == "sweep" and offline.job_type == "job" and offline.name == job.name
+        assert {k: v for k, v in offline.config.items() if not k.startswith("_")} == {**job.params, **job.tags}
+        assert job.params == hashed_params(json.loads((job.run_dir / "run.json").read_text())["config"])
+        assert offline.history["psnr_mean"] == pytest.approx(float(table.loc[job.key, "psnr_mean"]))
+        assert offline.summary["psnr_mean"] == pytest.approx(float(table.loc[job.key, "psnr_mean"]))
+        assert {k: v for k, v in offline.history.items() if not k.startswith("_")} == pytest.approx(job.metrics)
+        assert "records.parquet" in offline.files
+    sweep = runs[ids["sweep"]]
+    assert sweep.job_type == "sweep" and "report/table1.csv" in sweep.files
+
+
+def test_tracking_settings_refuse_an_unknown_backend_or_mode():
+    with pytest.raises(ValueError, match="tracking.backend"):
+        TrackingSettings(backend="tensorboard")
+    with pytest.raises(ValueError, match="tracking.mode"):
+        TrackingSettings(backend="wandb", mode="shared")
+    assert TrackingSettings.from_config({"backend": "wandb", "project": "p", "mode": "online"}).experiment == "p"
