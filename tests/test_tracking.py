@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -232,3 +237,112 @@ def test_tracking_settings_refuse_an_unknown_backend_or_mode():
     with pytest.raises(ValueError, match="tracking.mode"):
         TrackingSettings(backend="wandb", mode="shared")
     assert TrackingSettings.from_config({"backend": "wandb", "project": "p", "mode": "online"}).experiment == "p"
+
+
+def _app(root: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "easyinv", "experiment=demo", "dataset.limit=2", "report.html=false",
+                             f"paths.root={root}", *args], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def _children_equal_the_table(client, experiment_id: str, sweep: str, table: pd.DataFrame) -> None:
+    runs = client.search_runs([experiment_id])
+    parents = [r for r in runs if r.data.tags.get("easyinv.kind") == "sweep"]
+    assert [p.info.run_name for p in parents] == [sweep]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(runs) - 1 == len(table)
+    for child in children:
+        row = table.set_index("config_hash").loc[child.data.tags["easyinv.config_hash"]]
+        for column in ("ssim_mean", "nfe_mean", "n_ok", "time_s_mean"):
+            assert child.data.metrics[column] == pytest.approx(float(row[column]), rel=1e-12, abs=0)
+
+
+@pytest.mark.slow  # the app's demo multirun in a child process
+def test_the_demo_multirun_logs_a_parent_and_its_children_to_the_embedded_store(tmp_path):
+    done = _app(tmp_path, "hydra.sweeper.params.method='vae_only,ddim'", "tracking=mlflow")
+    output = done.communicate(timeout=600)[0]
+    assert done.returncode == 0, output[-4000:]
+    runs_dir = tmp_path / "results" / "runs"
+    # tracking=mlflow is no part of a job directory's name (dataset.limit, report.html neither)
+    assert sorted(p.name for p in (runs_dir / "demo").iterdir() if p.is_dir()) == ["method=ddim", "method=vae_only"]
+    assert "tracking: 2 job(s) logged to the embedded store" in output
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=embedded_uri(tmp_path / "results" / "tracking" / "mlflow"))
+    experiment = client.get_experiment_by_name("demo")
+    _children_equal_the_table(client, experiment.experiment_id, "demo",
+                              pd.read_csv(runs_dir / "demo_report" / "table1.csv"))
+
+
+def _start_server(store: Path, port: int) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1 with its own SQLite backend and artifact folder; returns once /health answers."""
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", embedded_uri(store),
+         "--artifacts-destination", str(store / "served"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return server
+        except OSError:
+            assert server.poll() is None, "mlflow server exited"
+            time.sleep(0.5)
+    _stop(server)
+    raise AssertionError("mlflow server did not answer /health within 180 s")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)  # the session this test started: the server and its workers
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.mark.slow  # a real `mlflow server` and the app's multirun in child processes
+def test_a_server_that_stops_mid_sweep_costs_one_line_and_track_logs_the_sweep_after_it_restarts(tmp_path):
+    store, port = tmp_path / "server", _closed_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(store, port)
+    try:
+        sweep = _app(tmp_path, "hydra.sweeper.params.method='vae_only,ddim,easyinv'", "tracking=mlflow",
+                     f"tracking.uri={uri}")
+        runs_dir = tmp_path / "results" / "runs"
+        second = runs_dir / "demo" / "method=ddim" / "run.json"
+        deadline = time.monotonic() + 600
+        while not second.exists() and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sweep.poll() is None, "the sweep ended before the server could be stopped mid-sweep"
+        _stop(server)  # mid-sweep: the second of three jobs has started
+        output = sweep.communicate(timeout=600)[0]
+        assert sweep.returncode == 0, output[-4000:]
+        warnings = [line for line in output.splitlines() if "tracking:" in line]
+        assert len(warnings) == 1 and "not logged to mlflow" in warnings[0], warnings
+        assert f"--track mlflow --tracking-uri {uri}" in warnings[0]
+        records = read_records(runs_dir / "demo")
+        assert len(records) == 6 and set(records["status"]) == {"ok"}  # every record kept
+        table = pd.read_csv(runs_dir / "demo_report" / "table1.csv")  # and the report written
+        assert len(table) == 3
+
+        server = _start_server(store, port)
+        from easyinv.report.cli import main
+
+        assert main([str(runs_dir / "demo"), "--out", str(runs_dir / "demo_report"), "--paper", "none",
+                     "--no-figures", "--track", "mlflow", "--tracking-uri", uri]) == 0
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name("demo")
+        _children_equal_the_table(client, experiment.experiment_id, "demo",
+                                  pd.read_csv(runs_dir / "demo_report" / "table1.csv"))
+        (ddim,) = client.search_runs([experiment.experiment_id], "tags.`easyinv.method_label` = 'ddim'")
+        assert {a.path for a in client.list_artifacts(ddim.info.run_id)} == {"records.parquet", "config.json"}
+    finally:
+        _stop(server)
