@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from wandb_offline import offline_runs, read_offline_run
 
 from easyinv.callbacks import ReportCallback
-from easyinv.report.track_content import collect, hashed_params
+from easyinv.report.track_content import collect, hashed_params, table_row
 from easyinv.report.track_mlflow import embedded_uri
 from easyinv.report.tracking import TrackingSettings, track
 from easyinv.report.writer import write_report
@@ -346,3 +346,15 @@ def test_a_server_that_stops_mid_sweep_costs_one_line_and_track_logs_the_sweep_a
         assert {a.path for a in client.list_artifacts(ddim.info.run_id)} == {"records.parquet", "config.json"}
     finally:
         _stop(server)
+
+
+def test_a_jobs_table_row_is_found_by_hash_or_by_its_protocol():
+    table1 = pd.DataFrame({"method": ["ddim", "easyinv"], "config_hash": ["aaa", "bbb,ccc"], "psnr_mean": [20.0, 30.0]})
+    editing = pd.DataFrame({"dataset": ["pie", "pie"], "model": ["flux", "flux"], "precision": ["fp32", "fp32"],
+                            "protocol": ["p2p", "fireflow+free+v_inject"], "structure_distance_mean": [0.1, 0.2]})
+    records = pd.DataFrame({"dataset": ["pie"] * 2, "model": ["flux"] * 2, "precision": ["fp32"] * 2,
+                            "protocol": ["fireflow+free+v_inject"] * 2})
+    assert table_row([table1, editing], "ccc", records.iloc[:0])["psnr_mean"] == 30.0  # one row, two hashes
+    assert table_row([table1, editing], "zzz", records)["structure_distance_mean"] == 0.2
+    mixed = records.assign(protocol=["p2p", "fireflow+free+v_inject"])
+    assert table_row([table1, editing], "zzz", mixed) == {}  # not one protocol: no row is the job's

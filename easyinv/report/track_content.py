@@ -23,10 +23,13 @@ from easyinv.run.completeness import check_runs
 from easyinv.run.files import MANIFEST_FILE, safe_name
 from easyinv.run.records import HASH_EXCLUDE, flatten, read_records
 
-__all__ = ["TABLE_FILES", "TrackedJob", "TrackedRoot", "collect", "hashed_params", "write_parquet"]
+__all__ = ["ROW_KEYS", "TABLE_FILES", "TrackedJob", "TrackedRoot", "collect", "hashed_params", "table_row",
+           "write_parquet"]
 
-# the report's CSVs whose rows carry a config_hash: a job's metrics are its row's numbers
+# the report's CSVs with one row per configuration: a job's metrics are its row's numbers. Table 1's rows carry
+# their config hash; the editing table's are found by these columns, whose values in the job's records are unique
 TABLE_FILES = ("table1.csv", "editing.csv")
+ROW_KEYS = ("dataset", "model", "protocol", "precision")
 # table columns that are not this run's numbers (published ones) or not numbers at all
 _NOT_METRICS = ("paper_",)
 _SWEPT_PREFIX = "swept."  # a swept value logged as a metric too, so trackers can plot against it
@@ -74,14 +77,14 @@ class TrackedRoot:
 def collect(roots: Iterable[str | Path], report_dir: str | Path | None) -> list[TrackedRoot]:
     """Every job under each root, with its numbers read from ``report_dir``'s tables (written from these roots)."""
     report = Path(report_dir) if report_dir is not None else None
-    rows = _table_rows(report)
+    tables = _tables(report)
     tracked = []
     for root in map(Path, roots):
         root = root.parent if root.is_file() else root
         found = check_runs([root])
         records = read_records([root])
         swept = swept_keys(records) if not records.empty else []
-        jobs = [_job(c.run_dir, c.config_hash, c.label, c.complete, records, rows, swept) for c in found]
+        jobs = [_job(c.run_dir, c.config_hash, c.label, c.complete, records, tables, swept) for c in found]
         sweep = (root / MULTIRUN_FILE).is_file() or len(jobs) > 1
         tracked.append(TrackedRoot(key=safe_name(root.resolve().name), path=root, report_dir=report, jobs=jobs,
                                    sweep=sweep))
@@ -89,14 +92,14 @@ def collect(roots: Iterable[str | Path], report_dir: str | Path | None) -> list[
 
 
 def _job(run_dir: Path, digest: str, label: str, complete: bool, records: pd.DataFrame,
-         rows: dict[str, dict[str, Any]], swept: list[str]) -> TrackedJob:
+         tables: list[pd.DataFrame], swept: list[str]) -> TrackedJob:
     manifest = _manifest(run_dir)
     own = str(manifest.get("config_hash")) == digest
     config = (manifest.get("config") or {}) if own else {}
     mine = records[records["config_hash"].astype(str) == digest] if not records.empty else records
     mine = mine[mine["run_dir"].astype(str) == str(run_dir)] if "run_dir" in mine.columns else mine
     params = hashed_params(config) if config else _params_from_records(mine)
-    metrics = _metrics(rows.get(digest, {}))
+    metrics = _metrics(table_row(tables, digest, mine))
     for key in swept:
         values = mine[key].dropna().unique() if key in mine.columns else []
         if len(values) == 1 and _number(values[0]) is not None:
@@ -164,22 +167,31 @@ def _metrics(row: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def _table_rows(report_dir: Path | None) -> dict[str, dict[str, Any]]:
-    """Config hash → its row of the report's tables (a row of several configurations counts for each)."""
-    rows: dict[str, dict[str, Any]] = {}
+def _tables(report_dir: Path | None) -> list[pd.DataFrame]:
     if report_dir is None:
-        return rows
-    for name in TABLE_FILES:
-        path = report_dir / name
-        if not path.is_file():
-            continue
-        table = pd.read_csv(path)
-        if "config_hash" not in table.columns:
-            continue
-        for row in table.to_dict("records"):
-            for digest in str(row["config_hash"]).split(","):
-                rows.setdefault(digest.strip(), {}).update(row)
-    return rows
+        return []
+    # hashes are text: read as numbers, one of digits and an "e" would become a float
+    return [pd.read_csv(report_dir / name, dtype={"config_hash": str}) for name in TABLE_FILES
+            if (report_dir / name).is_file()]
+
+
+def table_row(tables: list[pd.DataFrame], digest: str, records: pd.DataFrame) -> dict[str, Any]:
+    """The job's row of the report's tables: by its config hash (a row of several configurations counts for each),
+    else by the ``ROW_KEYS`` its records hold one value of; ``{}`` when no single row is the job's."""
+    for table in tables:
+        if "config_hash" in table.columns:
+            hashes = table["config_hash"].astype(str).str.split(",")
+            found = table[hashes.map(lambda hs, d=digest: d in [h.strip() for h in hs])]
+        else:
+            keys = [k for k in ROW_KEYS if k in table.columns and k in records.columns]
+            if not keys or records.empty or any(records[k].nunique(dropna=False) != 1 for k in keys):
+                continue
+            found = table
+            for key in keys:
+                found = found[found[key].astype(str) == str(records[key].iloc[0])]
+        if len(found) == 1:
+            return found.iloc[0].to_dict()
+    return {}
 
 
 def write_parquet(records: pd.DataFrame, path: str | Path) -> Path:
