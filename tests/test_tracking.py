@@ -5,6 +5,7 @@ costs one warning line. The app end to end and a real ``mlflow server`` are unde
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -113,8 +114,10 @@ def test_logging_again_updates_the_runs_and_never_duplicates_them(logged):
     again = track([logged["sweep"]], logged["report"], logged["settings"])
     assert again == logged["ids"]
     assert {r.info.run_id for r in _runs(logged)} == before  # found by config hash / sweep name, not created anew
-    ddim = logged["ids"][json.loads((logged["sweep"] / "method=ddim" / "run.json").read_text())["config_hash"]]
-    assert len(logged["client"].get_metric_history(ddim, "psnr_mean")) == 1  # an unchanged number is not re-logged
+    for method in METHODS:  # an unchanged number is not logged again, an infinite one (vae_only's PSNR) neither
+        run_id = logged["ids"][json.loads((logged["sweep"] / f"method={method}" / "run.json").read_text())[
+            "config_hash"]]
+        assert len(logged["client"].get_metric_history(run_id, "psnr_mean")) == 1, method
 
 
 def test_a_resumed_job_updates_its_run(logged, tmp_path):
@@ -135,6 +138,23 @@ def test_a_resumed_job_updates_its_run(logged, tmp_path):
     assert run.data.metrics["psnr_mean"] == pytest.approx(float(row["psnr_mean"]))
     assert len(logged["client"].get_metric_history(ids[digest], "psnr_mean")) == 2
     assert len(_runs(logged)) == 3
+
+
+def test_a_sweeps_children_carry_their_swept_values(logged, easyinv_sweep):
+    """The shared 2 × 2 multirun (η × k, conftest): four children of one parent, each with its η and k as params
+    and as metrics (trackers plot metrics against metrics), its numbers the sweep report's table1.csv row."""
+    settings = dataclasses.replace(logged["settings"], experiment="swept")
+    ids = track([easyinv_sweep["sweep"]], easyinv_sweep["report"], settings)
+    client = logged["client"]
+    runs = client.search_runs([client.get_experiment_by_name("swept").experiment_id])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == ids["adhoc"]]
+    assert len(runs) == 5 and len(children) == 4
+    pairs = sorted((r.data.metrics["swept.method.eta"], r.data.metrics["swept.method.k"]) for r in children)
+    assert pairs == [(0.5, 1), (0.5, 2), (0.9, 1), (0.9, 2)]
+    table = pd.read_csv(easyinv_sweep["report"] / "table1.csv", dtype={"config_hash": str}).set_index("config_hash")
+    for run in children:
+        assert float(run.data.params["method.eta"]) == run.data.metrics["swept.method.eta"]
+        assert run.data.metrics["ssim_mean"] == float(table.loc[run.data.tags["easyinv.config_hash"], "ssim_mean"])
 
 
 def test_the_easyinv_report_track_flag_logs_existing_run_dirs(logged, tmp_path):

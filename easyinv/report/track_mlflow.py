@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
 import urllib.request
@@ -137,7 +138,7 @@ def _log(client: Any, run_id: str, params: Mapping[str, str], tags: Mapping[str,
     new_params = [Param(k, v) for k, v in params.items() if k not in data.params]
     run_tags = [RunTag(k, v) for k, v in tags.items() if data.tags.get(k) != v]
     now = int(time.time() * 1000)
-    changed = [Metric(k, v, now, 0) for k, v in metrics.items() if data.metrics.get(k) != v]
+    changed = [Metric(k, v, now, 0) for k, v in metrics.items() if data.metrics.get(k) != _as_stored(v)]
     for start in range(0, max(len(new_params), len(run_tags), len(changed)), _BATCH):
         client.log_batch(run_id, metrics=changed[start:start + _BATCH], params=new_params[start:start + _BATCH],
                          tags=run_tags[start:start + _BATCH])
@@ -156,3 +157,8 @@ def _log_job_files(client: Any, run_id: str, job: TrackedJob) -> None:
 def _log_report(client: Any, run_id: str, root: TrackedRoot) -> None:
     if root.report_dir is not None and root.artifacts:
         client.log_artifacts(run_id, str(root.report_dir), "report")
+
+
+def _as_stored(value: float) -> float:
+    """What MLflow's store gives back for a metric: ±inf becomes ±the largest float (an exact PSNR stays unchanged)."""
+    return max(min(value, sys.float_info.max), -sys.float_info.max)
