@@ -378,3 +378,12 @@ def test_a_jobs_table_row_is_found_by_hash_or_by_its_protocol():
     assert table_row([table1, editing], "zzz", records)["structure_distance_mean"] == 0.2
     mixed = records.assign(protocol=["p2p", "fireflow+free+v_inject"])
     assert table_row([table1, editing], "zzz", mixed) == {}  # not one protocol: no row is the job's
+
+
+def test_a_tracker_that_is_not_installed_costs_one_line_naming_the_extra(logged, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as without the extra
+    settings = TrackingSettings(backend="wandb", dir=str(logged["root"] / "never"))
+    with caplog.at_level(logging.WARNING, logger="easyinv.report.tracking"):
+        assert track([logged["sweep"]], logged["report"], settings) is None
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "easyinv.report.tracking"]
+    assert "ModuleNotFoundError" in line and "pip install 'easyinv-bench[track]'" in line

@@ -102,6 +102,8 @@ def track(roots: Iterable[str | Path], report_dir: str | Path | None, settings: 
     except Exception as e:  # noqa: BLE001 - any tracker failure: one line, the records and report stay
         log.debug("tracking failed", exc_info=True)
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        if isinstance(e, ImportError):
+            reason += "; pip install 'easyinv-bench[track]'"
         command = shlex.join(["easyinv-report", *map(str, roots), *(["--out", str(report_dir)] if report_dir else []),
                               *settings.flags()])
         log.warning("tracking: not logged to %s (%s); the records and report are kept: `%s` logs them later",
