@@ -72,7 +72,7 @@ def test_a_sweep_is_one_parent_and_a_child_per_job_with_the_tables_numbers(logge
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         manifest = json.loads((logged["sweep"] / f"method={method}" / "run.json").read_text())
         assert child.data.tags["easyinv.config_hash"] == manifest["config_hash"] == config_hash(manifest["config"])
-        assert child.data.tags["easyinv.git_commit"] == manifest["environment"]["git"]["sha"]
+        assert child.data.tags.get("easyinv.git_commit") == manifest["environment"]["git"].get("sha")  # none: no git
         assert child.data.tags["easyinv.torch"] == manifest["environment"]["packages"]["torch"]
         assert child.data.tags["easyinv.device"] == "cpu"
         # params: the resolved config without the keys the hash leaves out (paths, device, ... are tags or nothing)
