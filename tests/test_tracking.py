@@ -387,3 +387,17 @@ def test_a_tracker_that_is_not_installed_costs_one_line_naming_the_extra(logged,
         assert track([logged["sweep"]], logged["report"], settings) is None
     (line,) = [r.getMessage() for r in caplog.records if r.name == "easyinv.report.tracking"]
     assert "ModuleNotFoundError" in line and "pip install 'easyinv-bench[track]'" in line
+
+
+def test_a_cuda_runs_gpu_name_is_a_tag(logged, tmp_path):
+    """run.json of a CUDA run names its GPU (records.environment_info); here one is written as a CUDA run writes it."""
+    import shutil
+
+    job = shutil.copytree(logged["sweep"] / "method=ddim", tmp_path / "gpu" / "method=ddim")
+    manifest = json.loads((job / "run.json").read_text())
+    manifest["environment"]["device"] = {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "9.0"}
+    (job / "run.json").write_text(json.dumps(manifest))
+    (root,) = collect([tmp_path / "gpu"], logged["report"])
+    assert root.jobs[0].tags["easyinv.gpu"] == "NVIDIA H100 80GB HBM3"
+    (cpu,) = collect([logged["sweep"] / "method=ddim"], logged["report"])
+    assert "easyinv.gpu" not in cpu.jobs[0].tags
