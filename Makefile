@@ -47,7 +47,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help setup setup-browser demo demo-reference demo-zoo demo-flow reproduce-figures figures-demo editing-demo editing-demo-flow reproduce-piebench reproduce-piebench-flow reproduce-table1-captions reproduce-table-flow reproduce-table-flow-methods test test-slow lint format tiny-models tables check reproduce-table1 reproduce-table2 \
-        sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check clean
+        sweep-easyinv sweep-report tune-easyinv notebooks bench gpu-check docs docs-serve clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-28s %s\n", $$1, $$2}'
@@ -180,18 +180,28 @@ sweep-report: setup  ## aggregate a sweep root (SWEEP=results/runs/sweep_easyinv
 tune-easyinv: setup  ## Optuna TPE on the tune split, best setting scored on the held-out eval split
 	$(PY) scripts/tune_then_eval.py $(ARGS)
 
-notebooks: setup  ## run notebooks/*.ipynb on the demo and sweep results (running or resuming both first) → results/notebooks/
+notebooks: setup  ## run notebooks/*.ipynb: the demo's and sweep's results (running or resuming both first), the Python API on a tiny pipeline → results/notebooks/
 	$(RUN) experiment=demo $(ARGS)
 	$(RUN) experiment=sweep_easyinv $(ARGS)
 	mkdir -p results/notebooks
 	$(PY) -m papermill notebooks/results.ipynb results/notebooks/results.ipynb --cwd notebooks -p runs_dir $(CURDIR)/results/runs/demo
 	$(PY) -m papermill notebooks/sweeps.ipynb results/notebooks/sweeps.ipynb --cwd notebooks -p sweep_dir $(CURDIR)/results/runs/sweep_easyinv
+	$(PY) -m papermill notebooks/api.ipynb results/notebooks/api.ipynb --cwd notebooks -p cache $(CURDIR)/.cache
 
 bench: setup  ## throughput per method × batch size, loop overhead, projected Table 1/2 time → results/bench/
 	$(PY) scripts/bench.py $(ARGS)
 
 gpu-check: setup  ## on a CUDA machine: the gpu tests, then bench on sd14-random fp16 (eager, compiled) → results/bench/
 	PY=$(PY) bash scripts/gpu_check.sh $(ARGS)
+
+# the documentation site (mkdocs.yml, docs/): offline, --strict fails on any warning (a broken link or reference);
+# docs/hooks.py adds the configuration reference generated from configs/ and ARCHITECTURE.md
+DOCS_DIR ?= site
+docs: setup  ## build the documentation site offline with --strict → site/ (open site/index.html)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d $(DOCS_DIR)
+
+docs-serve: setup  ## serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --strict -a 127.0.0.1:8000
 
 clean:  ## remove run records (results/runs) and caches, keep .venv
 	rm -rf results/runs .cache

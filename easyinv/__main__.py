@@ -12,7 +12,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from easyinv.plugins import announce, register_search_path
 from easyinv.validation import CONFIG_DIR, ConfigError, check_cli_choices
+
+# (run directory, config hash) of each job this process ran: where easyinv.benchmark reads the records it returns
+RUNS: list[tuple[Path, str]] = []
 
 
 def run_job(cfg: DictConfig) -> float | None:
@@ -23,6 +27,7 @@ def run_job(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     job_class = get_class(str(cfg.job._target_))  # imported here so `--help` and config errors stay fast
     job = job_class(cfg, Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
+    RUNS.append((Path(hc.runtime.output_dir), str(job.hash)))
     return job.run()
 
 
@@ -37,10 +42,12 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    announce()  # one line per plugin problem (a broken or colliding plugin), before Hydra's output
     try:
         check_cli_choices(sys.argv[1:])
     except ConfigError as e:
         raise SystemExit(f"easyinv-bench: {e}") from None
+    register_search_path()  # installed plugins' config groups are choices (`--info searchpath` lists them)
     _app()
 
 

@@ -206,8 +206,10 @@ def make_images(folder: Path, count: int) -> Path:
 def _compose(overrides: Sequence[str]) -> Any:
     from hydra import compose, initialize_config_dir
 
+    from easyinv.plugins import register_search_path
     from easyinv.validation import CONFIG_DIR
 
+    register_search_path()  # a plugin's method is a choice here too
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         return compose("config", overrides=list(overrides))
 

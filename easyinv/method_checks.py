@@ -4,9 +4,9 @@ The argument checks that several methods share (``method.num_steps``, ``method.t
 live here, below the methods, so no method imports another method's module for a helper.
 
 :data:`DECLARATIONS` are the facts a method's class states about itself; the job reads ``unsupported_paths`` and
-``needs_cfg`` before anything loads, and the shared test suites (``tests/test_every_method.py``) read all of them to
-test every method of the ``method`` config group without a hand-kept list. :func:`check_declared` refuses a class
-that leaves one out, naming what to declare.
+``needs_cfg`` before anything loads, and the test kit (``easyinv.testing.MethodContract``) reads all of them to test a
+method by what it says; ``tests/test_every_method.py`` runs it on every method of the ``method`` config group without
+a hand-kept list. :func:`check_declared` refuses a class that leaves one out, naming what to declare.
 """
 
 from __future__ import annotations

@@ -172,18 +172,55 @@ def declare(metric: Metric) -> Metric:
     return metric
 
 
+_PLUGINS: dict[str, str] = {}  # entry-point name → "" (declared) or why a plugin's metric was left out
+
+
+def _declare_plugins() -> None:
+    """Declare, once per process and after the built-in ones, each installed plugin's metric (an entry point of
+    ``easyinv.metrics`` whose object is a :class:`Metric` of the same name). A plugin that fails to import, or
+    whose name is taken, is one warning line and left out; choosing it later is an error naming it."""
+    from easyinv.plugins import GROUPS, describe, entry_points, warn_once
+
+    for ep in entry_points(GROUPS["metrics"]):
+        if ep.name in _PLUGINS:
+            continue
+        if ep.name in METRICS:
+            _PLUGINS[ep.name] = f"metric {ep.name}: {describe(ep)} declares a name already declared; ignored"
+        else:
+            try:
+                metric = ep.load()
+                if not isinstance(metric, Metric) or metric.name != ep.name:
+                    raise TypeError(f"its object is not an easyinv.metrics.Metric named {ep.name!r}")
+                declare(metric)
+                _PLUGINS[ep.name] = ""
+                continue
+            except Exception as e:  # noqa: BLE001 - a plugin's failure is one line, never the harness's
+                reason = " ".join(f"{type(e).__name__}: {e}".split())
+                _PLUGINS[ep.name] = f"metric {ep.name}: {describe(ep)} cannot be declared ({reason})"
+        warn_once(f"easyinv: {_PLUGINS[ep.name]}")
+
+
 def declared(names: Iterable[str] | None = None) -> tuple[Metric, ...]:
-    """The declared reconstruction metrics, in declaration order (only ``names`` with them, each known)."""
+    """The declared reconstruction metrics, in declaration order (only ``names`` with them, each known);
+    installed plugins' metrics included."""
+    _declare_plugins()
     if names is None:
         return tuple(METRICS.values())
     unknown = [n for n in names if n not in METRICS]
     if unknown:
-        raise KeyError(f"undeclared metrics {unknown}; declared: {list(METRICS)}")
+        raise KeyError(f"undeclared metrics {unknown}; declared: {list(METRICS)}{_plugin_reasons(unknown)}")
     return tuple(METRICS[n] for n in names)
 
 
+def _plugin_reasons(names: Iterable[str]) -> str:
+    """Why plugin metrics among ``names`` are not declared (empty when none is a plugin's)."""
+    reasons = [_PLUGINS[n] for n in names if _PLUGINS.get(n)]
+    return f" ({'; '.join(reasons)})" if reasons else ""
+
+
 def image_metrics() -> tuple[Metric, ...]:
-    """The declared metrics :class:`ImageMetrics` computes (those with a function)."""
+    """The declared metrics :class:`ImageMetrics` computes (those with a function), plugins' included."""
+    _declare_plugins()
     return tuple(m for m in METRICS.values() if m.computed)
 
 
@@ -388,7 +425,8 @@ class ImageMetrics:
         self.enabled = tuple(str(m) for m in enabled)
         unknown = [m for m in self.enabled if m not in {a.name for a in available}]
         if unknown:
-            raise ValueError(f"metrics.enabled: unknown {unknown}; allowed: {[m.name for m in available]}")
+            raise ValueError(f"metrics.enabled: unknown {unknown}; allowed: {[m.name for m in available]}"
+                             f"{_plugin_reasons(unknown)}")
         self.device = torch.device(device)
         self.params: dict[str, dict[str, Any]] = {}
         for metric in available:

@@ -1,6 +1,7 @@
 """Method name → class and instance, derived from the ``method`` config group (reports, notebooks, scripts, tests).
 
-Nothing here is kept by hand: a name is a file ``configs/method/<name>.yaml``, its class that file's ``_target_``,
+Nothing here is kept by hand: a name is a file ``configs/method/<name>.yaml`` (or ``method/<name>.yaml`` of an
+installed plugin's config package: ``easyinv.plugins``), its class that file's ``_target_``,
 and :func:`make_method` builds it from that file's keys, so ``make_method(name, **keys)`` is exactly what
 ``method=name`` (with ``method.<key>=...`` overrides) instantiates, and a recorded name rebuilds the method that ran.
 A YAML whose values come from the model (EasyInv's ``${model.easyinv.eta}``) needs ``model=`` (a model config name
@@ -18,20 +19,36 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from easyinv.locations import CONFIG_DIR
 from easyinv.method_checks import check_declared
-from easyinv.validation import CONFIG_DIR
+from easyinv.plugins import check_choice, group_options
 
 __all__ = ["make_method", "method_class", "method_classes", "method_config", "method_defaults", "method_names"]
 
 
-def method_names(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """The choices of the ``method`` group: one per ``configs/method/<name>.yaml``, sorted."""
+def method_names(config_dir: Path | None = None) -> list[str]:
+    """The choices of the ``method`` group, sorted: one per ``method/<name>.yaml`` of the built-in configs and of
+    every installed plugin (``config_dir``: that folder's alone)."""
+    if config_dir is None:
+        return list(group_options("method"))
     return sorted(p.stem for p in (Path(config_dir) / "method").glob("*.yaml"))
 
 
-def method_config(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """``configs/method/<name>.yaml`` as written (interpolations unresolved)."""
-    path = Path(config_dir) / "method" / f"{name}.yaml"
+def _group_file(group: str, name: str, config_dir: Path | None) -> Path:
+    """``<group>/<name>.yaml`` of ``config_dir``, or of any source; a plugin's name that its plugin cannot serve is
+    refused in one line (``easyinv.plugins.check_choice``). A missing name gives a path that does not exist."""
+    if config_dir is not None:
+        return Path(config_dir) / group / f"{name}.yaml"
+    option = group_options(group).get(name)
+    if option is None:
+        return CONFIG_DIR / group / f"{name}.yaml"
+    check_choice(group, name)
+    return option.path
+
+
+def method_config(name: str, config_dir: Path | None = None) -> DictConfig:
+    """``method/<name>.yaml`` as written (interpolations unresolved)."""
+    path = _group_file("method", name, config_dir)
     if not path.is_file():
         raise ValueError(f"method.name must be one of {method_names(config_dir)}, got {name!r}")
     node = OmegaConf.load(path)
@@ -40,13 +57,13 @@ def method_config(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
     return node
 
 
-def method_class(name: str, config_dir: Path = CONFIG_DIR) -> type:
+def method_class(name: str, config_dir: Path | None = None) -> type:
     """The class ``method=name`` instantiates, refused (TypeError naming what to declare) unless it states the facts
     of :data:`easyinv.method_checks.DECLARATIONS`."""
     return check_declared(get_class(str(method_config(name, config_dir)._target_)), name)
 
 
-def method_defaults(name: str, model: str | Mapping[str, Any] | None = None, config_dir: Path = CONFIG_DIR,
+def method_defaults(name: str, model: str | Mapping[str, Any] | None = None, config_dir: Path | None = None,
                     skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The YAML's keys (less ``_target_`` and ``skip``) resolved as the composed config resolves them: lists stay
     lists, as ``instantiate(..., _convert_="all")`` passes them. ``model``: a model config name or node, for values
@@ -54,7 +71,7 @@ def method_defaults(name: str, model: str | Mapping[str, Any] | None = None, con
     raw = OmegaConf.to_container(method_config(name, config_dir), resolve=False)
     root: dict[str, Any] = {"method": {k: v for k, v in raw.items() if k != "_target_" and k not in skip}}
     if model is not None:
-        root["model"] = OmegaConf.load(Path(config_dir) / "model" / f"{model}.yaml") if isinstance(model, str) \
+        root["model"] = OmegaConf.load(_group_file("model", model, config_dir)) if isinstance(model, str) \
             else OmegaConf.create(dict(model) if not isinstance(model, DictConfig) else model)
     cfg = OmegaConf.create(root)
     try:
@@ -64,7 +81,7 @@ def method_defaults(name: str, model: str | Mapping[str, Any] | None = None, con
                          "pass model=<model config name> or the key itself") from None
 
 
-def make_method(name: str, model: str | Mapping[str, Any] | None = None, config_dir: Path = CONFIG_DIR,
+def make_method(name: str, model: str | Mapping[str, Any] | None = None, config_dir: Path | None = None,
                 **fields: Any) -> Any:
     """Build ``method=name`` from its YAML with ``fields`` overriding its keys (validated by the method itself).
 
@@ -79,6 +96,6 @@ def make_method(name: str, model: str | Mapping[str, Any] | None = None, config_
     return cls(**kwargs)
 
 
-def method_classes(config_dir: Path = CONFIG_DIR) -> dict[str, type]:
+def method_classes(config_dir: Path | None = None) -> dict[str, type]:
     """Name → class of every method YAML (imports every method)."""
     return {name: method_class(name, config_dir) for name in method_names(config_dir)}

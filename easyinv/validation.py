@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-GROUPS = ("model", "method", "precision", "dataset", "metrics", "experiment", "paths", "job")
+from easyinv.locations import CONFIG_DIR
+from easyinv.plugins import PluginError, check_choice, config_sources, group_options
+
+GROUPS = ("model", "method", "precision", "dataset", "metrics", "experiment", "paths", "job", "edit", "edit_metrics")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp64": "float64"}
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
@@ -51,27 +53,40 @@ def dirname_exclude_keys(config_dir: Path = CONFIG_DIR) -> tuple[str, ...]:
     return tuple(str(key) for key in cfg.hydra.job.config.override_dirname.exclude_keys)
 
 
-def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
-    """Option names of a config group (``configs/<group>/<name>.yaml``), sorted."""
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+def group_choices(group: str, config_dir: Path | None = None) -> list[str]:
+    """Option names of a config group (``<group>/<name>.yaml``), sorted: of the built-in configs and every
+    installed plugin's (``easyinv.plugins.config_sources``), or of ``config_dir`` alone when given."""
+    if config_dir is not None:
+        return sorted(p.stem for p in (Path(config_dir) / group).glob("*.yaml"))
+    return list(group_options(group))
 
 
-def check_cli_choices(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Reject ``group=unknown`` overrides with one line naming the valid choices (Hydra prints a screenful)."""
+def check_cli_choices(argv: Sequence[str], config_dir: Path | None = None) -> None:
+    """Reject ``group=unknown`` overrides with one line naming the valid choices (Hydra prints a screenful), and a
+    chosen plugin name its plugin cannot serve (``easyinv.plugins.check_choice``). ``config_dir``: only that folder's
+    choices (default: the built-in configs and every plugin's)."""
+    folders = [Path(config_dir)] if config_dir is not None else [s.path for s in config_sources()]
     for arg in argv:
         m = re.fullmatch(r"[+~]*([A-Za-z_/]+)=(.*)", arg)
         if not m:
             continue
         key, value = m.group(1), m.group(2)
         group = key
-        if group not in GROUPS and not (key.startswith("method/") and (config_dir / key).is_dir()):
+        if group not in GROUPS and not (key.startswith("method/") and any((f / key).is_dir() for f in folders)):
             continue
         if "(" in value or not value:  # sweeper functions such as choice(...) or glob(...): Hydra checks those
             continue
         valid = group_choices(group, config_dir)
         for choice in value.split(","):
+            if choice == "null":  # deselects the group (edit=null: the reconstruction job)
+                continue
             if choice not in valid:
                 raise ConfigError(f"{key}={choice} is not a valid choice; valid: {', '.join(valid)}")
+            if config_dir is None:
+                try:
+                    check_choice(group, choice)
+                except PluginError as e:
+                    raise ConfigError(str(e)) from None
 
 
 def parse_dtype(name: str | torch.dtype, key: str = "precision") -> torch.dtype:

@@ -2,6 +2,11 @@
 class does not refuse (``unsupported_paths``), tested by what the class declares (``exact``, ``nfe_per_image``,
 ``needs_cfg``; easyinv.method_checks.DECLARATIONS). A new method YAML + module is in every suite with no test edited.
 
+The checks themselves are the test kit's (:class:`easyinv.testing.MethodContract`), the same a plugin's repository
+runs on its own method: :func:`contracts` makes one test class of it per YAML. What only the harness's methods need
+said is here: the approximate methods whose round trip does not converge with the steps (and why), and the
+convergence order the second-order flow solvers claim.
+
 ``EASYINV_TEST_CONFIGS`` (a config folder) replaces ``configs/`` for these suites: tests/test_every_method.py drops a
 throw-away method into a copy and runs the suites on it.
 """
@@ -11,18 +16,29 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from easyinv.method_checks import PATHS
-from easyinv.models.gaussian import GaussianModel
-from easyinv.models.gaussian_flow import GaussianFlowModel
-from easyinv.registry import make_method, method_class, method_defaults, method_names
+from easyinv.registry import method_class, method_names
+from easyinv.testing import MethodContract
 from easyinv.validation import CONFIG_DIR
 
 CONFIGS = Path(os.environ.get("EASYINV_TEST_CONFIGS") or CONFIG_DIR)
 NAMES = method_names(CONFIGS)
-T = 6  # steps in the shared suites (fewer where a YAML says fewer: vae_only's 0)
-MODEL = {"vp": "gaussian", "flow": "gaussian_flow"}  # the closed-form model of each path (configs/model/)
+
+# method → path → why its round-trip error does not shrink with the steps (MethodContract.nonconvergent_paths)
+NONCONVERGENT = {
+    "renoise": {"vp": "its noise regularisation (patch-KL, auto-correlation) moves each inverted latent toward "
+                      "white noise by an amount the step count does not remove"},
+    "rf_inversion": {"flow": "its controllers steer the inversion toward a noise sample and the reconstruction "
+                             "toward the source (gamma, eta): the round trip is no reversed ODE"},
+}
+ORDER = {"rf_solver": 2.0, "fireflow": 2.0}  # second-order flow solvers (MethodContract.order)
+
+
+def contracts() -> dict[str, type]:
+    """``TestMethod_<name>`` → a :class:`MethodContract` subclass for each method YAML of :data:`CONFIGS`."""
+    return {f"TestMethod_{name}": type(f"TestMethod_{name}", (MethodContract,), {
+        "method": name, "config_dir": CONFIGS, "nonconvergent_paths": NONCONVERGENT.get(name, {}),
+        "order": ORDER.get(name)}) for name in NAMES}
 
 
 def declared(name: str) -> type:
@@ -45,25 +61,3 @@ def exact_of(name: str) -> bool:
         return bool(declared(name).exact)
     except TypeError:
         return False
-
-
-CASES = [(name, path) for name in NAMES for path in paths_of(name)]
-CASE_IDS = [f"{name}-{path}" for name, path in CASES]
-
-
-def steps_of(name: str) -> int:
-    return min(int(method_defaults(name, MODEL["vp"], CONFIGS).get("num_steps", T)), T)
-
-
-def build(name: str, path: str, **fields):
-    """``method=name`` at its YAML's defaults on the closed-form model of ``path``, at :data:`T` steps."""
-    return make_method(name, MODEL[path], CONFIGS, **{"num_steps": steps_of(name), **fields})
-
-
-def closed_form(path: str, dtype: torch.dtype = torch.float64, error: float = 0.05, resolution: int = 8):
-    """The closed-form model of ``path`` with an imprecise network (``error``), in ``dtype``."""
-    gen = torch.Generator().manual_seed(4)
-    mu = (torch.rand(3, resolution, resolution, generator=gen, dtype=torch.float64) - 0.5) * 0.8
-    s = 0.1 + 0.5 * torch.rand(3, resolution, resolution, generator=gen, dtype=torch.float64)
-    cls = GaussianModel if path == "vp" else GaussianFlowModel
-    return cls(mu, s, error=error, resolution=resolution, net_dtype=dtype, latent_dtype=dtype)

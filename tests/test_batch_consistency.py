@@ -1,6 +1,7 @@
-"""Config layer and batching: every method YAML (found from the config group, tests/method_cases.py) composes with
-Hydra, instantiates, runs on the closed-form model of each path it runs on, and a batch of 3
-different images gives the same latents and NFE as 3 single runs (fp32, ≤ 1e-5)."""
+"""Config layer and batching: settings of some methods beyond their YAML defaults (variants, the blend group) compose
+with Hydra, instantiate, and a batch of 3 different images gives the same latents and NFE as 3 single runs (fp32,
+≤ 1e-5); invalid values are refused naming the key. Every method YAML at its defaults gets the same batch check from
+the test kit (easyinv.testing.MethodContract.test_a_batch_equals_single_runs, tests/test_every_method.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from method_cases import CASES as METHOD_CASES
-from method_cases import CONFIGS, declared, steps_of
+from method_cases import CONFIGS, declared
 
 from easyinv.inversion import Denoisers, invert_with, reconstruct_with
 
@@ -35,11 +35,8 @@ def build(*extra: str):
     return instantiate(cfg.method), model
 
 
-# every method YAML at its defaults (fewer steps) on the closed-form model of each path it runs on, found from the
-# config group (tests/method_cases.py), then variants of some methods' settings
-DEFAULTS = [[*(["model=gaussian_flow"] if path == "flow" else []), f"method={name}",
-             *([f"method.num_steps={steps_of(name)}"] if steps_of(name) else [])] for name, path in METHOD_CASES]
-VARIANTS = [
+# variants of some methods' settings (each YAML at its defaults: the kit's batch check, tests/test_every_method.py)
+CASES = [
     ["method=euler"],  # on SD: DDIM with ε at the source timestep, at its 28 steps
     ["method=easyinv"],
     ["method=easyinv", "method.variant=algorithm", "method.k=2"],
@@ -53,7 +50,6 @@ VARIANTS = [
     ["model=gaussian_flow", "method=fireflow", "+method/blend=easyinv", "method.blend.interval=[0.2,0.8]"],
     ["model=gaussian_flow", "method=rf_inversion", "method.stop=1.0", "method.time_convention=diffusers_community"],
 ]
-CASES = DEFAULTS + VARIANTS
 
 
 @pytest.mark.parametrize("extra", CASES, ids=[" ".join(c) for c in CASES])

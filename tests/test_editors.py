@@ -135,7 +135,8 @@ def _upstream_replacement_mapper(x: str, y: str, tokenizer, max_len: int = 77) -
 def test_replace_mapper_keeps_the_alignment_where_upstream_slips(tokenizer):
     """Equal to prompt-to-prompt's mapper wherever every replaced word keeps its token count; after a multi-token
     replacement upstream maps source token j (not i) to target token j, e.g. "on" to a piece of the next word. Ours
-    keeps source i → target j, and the README says so and why (PIE-Bench's runs use refine, which agrees exactly)."""
+    keeps source i → target j, and docs/editing.md says so and why (PIE-Bench's runs use refine, which agrees
+    exactly)."""
     from pathlib import Path
 
     same = ("a photo of the cat on a mat", "a photo of the dog on a mat")
@@ -148,8 +149,8 @@ def test_replace_mapper_keeps_the_alignment_where_upstream_slips(tokenizer):
     assert ours[on, on_target] == 1 and ours[on].sum() == 1  # "on" attends where "on" is in the target
     assert upstream[on, on_target] == 0 and upstream[on_target, on_target] == 1  # upstream: row j, not row i
     assert torch.equal(ours[: on], upstream[: on])  # the two agree up to the end of the replaced word
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "get_replacement_mapper" in readme and "index slip" in readme
+    page = (Path(__file__).resolve().parents[1] / "docs" / "editing.md").read_text(encoding="utf-8")
+    assert "get_replacement_mapper" in page and "index slip" in page
 
 
 def test_replace_mode_controller_applies_the_matrix(tokenizer):

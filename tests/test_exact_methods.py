@@ -59,9 +59,11 @@ def _round_trip(method, model: GaussianModel, dtype: torch.dtype, eps: str) -> t
     return float((z - z0).norm() / z0.norm()), inversion.z_T, den
 
 
+# Each exact YAML at its defaults is held to round-off with both networks, float64 and float32, by the test kit
+# (MethodContract.test_round_trip_is_exact_exactly_when_declared, tests/test_every_method.py); here: the variants.
 @pytest.mark.parametrize("eps", ["gaussian", "smooth"])
-@pytest.mark.parametrize("name", sorted(EXACT))
-def test_exact_methods_round_trip_to_round_off_with_any_eps(name, eps):
+@pytest.mark.parametrize("name", sorted(set(EXACT) - set(EXACT_NAMES)))
+def test_exact_variants_round_trip_to_round_off_with_any_eps(name, eps):
     method = EXACT[name]
     err64, z_t, _ = _round_trip(method, _model(torch.float64), torch.float64, eps)
     err32, _, _ = _round_trip(method, _model(torch.float32), torch.float32, eps)
@@ -87,7 +89,7 @@ def test_nfe_per_image_of_the_exact_methods_at_their_defaults(name):
 def test_bdia_guard_refuses_an_exploding_gamma():
     with pytest.raises(ValueError, match="γ\\^-T"):
         BDIA(gamma=0.5, num_steps=50)
-    BDIA(gamma=0.5, num_steps=10)  # the README's 10-step setting is fine
+    BDIA(gamma=0.5, num_steps=10)  # the 10-step setting of docs/methods.md is fine
     assert BDIA(gamma=0.94).gamma == 0.94
 
 

@@ -283,8 +283,8 @@ def test_flow_editors_refuse_in_one_line_before_any_weight_loads(tmp_path, tiny_
         EditJob(_flow_demo_cfg(tmp_path, tiny_model_cache, "edit=p2p"), tmp_path / "c")
 
 
-def test_nfe_at_the_papers_settings_is_the_readme_table(flux, sd3):
-    """inversion + edit per image at every editor's defaults = the README's 'Editing on flow models' table."""
+def test_nfe_at_the_papers_settings_is_the_docs_table(flux, sd3):
+    """inversion + edit per image at every editor's defaults = the 'Editing on flow models' table of docs/editing.md."""
     import re
     from pathlib import Path
 
@@ -310,8 +310,8 @@ def test_nfe_at_the_papers_settings_is_the_readme_table(flux, sd3):
         measured[key] = (int(result.nfe_invert[0]), int(result.nfe_edit[0]))
     assert measured == {"v_inject": (30, 30), "v_inject (FireFlow)": (9, 9), "uni_edit": (10, 18),
                         "rf_inversion": (28, 28), "flowedit": (0, 48), "flowedit (SD3)": (0, 132)}
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### Editing on flow models", 1)[1].split("\n\n", 3)[2]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "editing.md").read_text(encoding="utf-8")
+    section = page.split("## Editing on flow models", 1)[1].split("\n\n", 3)[2]
     totals = {row.split("|")[1].strip(" `"): row.split("|")[-2].strip() for row in section.splitlines()[2:]}
     assert totals["v_inject"] == "30 + 30 = 60 (FireFlow 9 + 9 = 18)"
     assert totals["uni_edit"] == "10 + 18 = 28" and totals["rf_inversion"] == "28 + 28 = 56"

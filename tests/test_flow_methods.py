@@ -234,22 +234,22 @@ def test_rf_inversion_noise_depends_on_the_image_seed_only():
 # NFE
 # --------------------------------------------------------------------------------------------------------------------
 
-# per image at T = 28, guidance 1 (inversion, reconstruction): the README's "Flow-matching models" table
-README_NFE = {"euler": (28, 28), "rf_solver": (56, 56), "fireflow": (29, 29), "uni_inv": (29, 28),
+# per image at T = 28, guidance 1 (inversion, reconstruction): the flow table of docs/models.md
+DOCS_NFE = {"euler": (28, 28), "rf_solver": (56, 56), "fireflow": (29, 29), "uni_inv": (29, 28),
               "rf_inversion": (28, 28)}
 
 
-@pytest.mark.parametrize("name", sorted(README_NFE))
-def test_nfe_per_image_is_the_readme_table(name):
+@pytest.mark.parametrize("name", sorted(DOCS_NFE))
+def test_nfe_per_image_is_the_docs_table(name):
     model = _model()
     z0 = _data(model, 2)
     _, _, den = _run(model, make_method(name, num_steps=28), z0, 28)
-    assert (den.nfe("invert").tolist(), den.nfe("reconstruct").tolist()) == tuple([n] * 2 for n in README_NFE[name])
+    assert (den.nfe("invert").tolist(), den.nfe("reconstruct").tolist()) == tuple([n] * 2 for n in DOCS_NFE[name])
 
 
-def test_the_readme_tables_say_these_counts():
-    """The README's flow table row of each method ends with its NFE at T = 28; the NFE-at-defaults table has the
-    counts of the YAML defaults (built from the configs, as the runner builds them)."""
+def test_the_docs_tables_say_these_counts():
+    """The flow table of docs/models.md ends each method's row with its NFE at T = 28; the NFE-at-defaults table of
+    docs/methods.md has the counts of the YAML defaults (built from the configs, as the runner builds them)."""
     import re
     from pathlib import Path
 
@@ -257,16 +257,17 @@ def test_the_readme_tables_say_these_counts():
 
     from easyinv.run.job_parts import build
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    for name, (inv, rec) in README_NFE.items():
-        row = re.search(rf"^\| `{name}` \(.*\| {inv} \+ {rec} \|$", readme, flags=re.MULTILINE)
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    models, methods = ((docs / f"{page}.md").read_text(encoding="utf-8") for page in ("models", "methods"))
+    for name, (inv, rec) in DOCS_NFE.items():
+        row = re.search(rf"^\| `{name}` \(.*\| {inv} \+ {rec} \|$", models, flags=re.MULTILINE)
         assert row, name
     at_defaults = {"rf_solver": ("RF-Solver, T = 15", 30, 30), "fireflow": ("FireFlow, T = 8", 9, 9),
                    "uni_inv": ("Uni-Inv, T = 15", 16, 15), "rf_inversion": ("RF-Inversion, T = 28", 28, 28)}
     model = _model()
     for name, (label, inv, rec) in at_defaults.items():
         assert re.search(rf"^\| {re.escape(label)} \(flow\) \| {inv} \| {rec} \| \*\*{inv + rec}\*\*",
-                         readme, flags=re.MULTILINE), name
+                         methods, flags=re.MULTILINE), name
         method = build(make_cfg(Path("/nonexistent"), "model=gaussian_flow", f"method={name}").method)
         _, _, den = _run(model, method, _data(model, 1), method.num_steps)
         assert (den.nfe("invert").item(), den.nfe("reconstruct").item()) == (inv, rec), name

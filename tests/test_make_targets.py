@@ -33,7 +33,8 @@ DATA_BOUND = {"reproduce-table1", "reproduce-table1-captions", "reproduce-table2
               "reproduce-piebench-flow", "reproduce-table-flow", "reproduce-table-flow-methods", "reproduce-figures",
               "tables", "check"}
 # Not run here: the test suites (this test is part of them), and the GPU check when a GPU would make it run for real.
-NOT_RUN = {"test": "runs this test", "test-slow": "runs this test"}
+NOT_RUN = {"test": "runs this test", "test-slow": "runs this test",
+           "docs-serve": "a server that runs until stopped (tests/test_docs_browser.py serves the built site)"}
 
 
 def _env() -> dict[str, str]:

@@ -31,7 +31,7 @@ def test_three_images_four_methods_end_to_end(model, tmp_path, tiny_model_cache)
     df = read_records([tmp_path / "runs"])
     assert len(df) == 12 and set(df.status) == {"ok"}
     assert df.groupby("method").size().to_dict() == dict.fromkeys(METHODS, 3)
-    # NFE per image follows the method (README table): DDIM/EasyInv 100, ReNoise 163, fixed-point T=20 x 6 + 20
+    # NFE per image follows the method (docs/methods.md): DDIM/EasyInv 100, ReNoise 163, fixed-point T=20 x 6 + 20
     assert df.groupby("method").nfe.first().to_dict() == {"ddim": 100, "easyinv": 100, "renoise": 163,
                                                           "fixed_point": 140}
     assert (df.nfe == df.nfe_invert + df.nfe_reconstruct).all()

@@ -10,9 +10,9 @@ here: the paper's row order and the precision names.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
+from easyinv.locations import PAPER_DIR
 from easyinv.metrics import EDIT_METRICS, Metric, declared
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "table1_metrics",
 ]
 
-DEFAULT_PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"  # published numbers (CSV)
+DEFAULT_PAPER_DIR = PAPER_DIR  # published numbers (CSV): results/paper/ of the checkout, or the wheel's copy
 PAPER_ORDER = ("ddim", "renoise", "fixed_point", "easyinv")  # the paper's row order; others follow by name
 CEILING = "vae_only"  # encode + decode only: the best any inversion can do, listed last
 PRECISION_ORDER = ("fp32", "fp16", "bf16")

@@ -23,7 +23,7 @@ from easyinv.editing.editor import EditBatch
 from easyinv.editing.walk import to_uint8_truncated
 from easyinv.metrics import to_uint8
 from easyinv.run.files import edit_png_path, recon_png_path, ref_png_path, save_png
-from easyinv.run.job_parts import PhaseTimer, bind_denoisers, method_label
+from easyinv.run.job_parts import PhaseTimer, bind_denoisers, images_to_tensor, method_label
 from easyinv.run.reconstruction import Job
 from easyinv.run.records import flatten
 
@@ -82,9 +82,8 @@ class EditJob(Job):
         model = model if model is not None else self.model
         B = len(items)  # noqa: N806
         timer = PhaseTimer(self.device)
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
         with timer("encode"):
-            z0 = model.encode(x, seeds)
+            z0 = model.encode(images_to_tensor(images, self.device), seeds)
         batch = EditBatch(model=model, method=self.method, grid=self.grid, z0=z0, seeds=tuple(int(s) for s in seeds),
                           source_prompts=[str(it.meta.get("source_prompt", "")) for it in items],
                           target_prompts=[str(it.meta.get("target_prompt", "")) for it in items],

@@ -9,15 +9,27 @@ keeping them here, below both, is what lets a job kind be added without touching
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
+from torch import Tensor
 
-from easyinv.inversion import Denoisers, PhaseTimer
+from easyinv.inversion import (
+    Denoisers,
+    FiniteWatch,
+    Grid,
+    Inversion,
+    PhaseTimer,
+    TrajectoryWatch,
+    invert_with,
+    reconstruct_with,
+)
 from easyinv.models.base import InversionModel
 from easyinv.run.shards import Shard, resolve_shard
 from easyinv.validation import ConfigError, check_run_config
@@ -25,14 +37,18 @@ from easyinv.validation import ConfigError, check_run_config
 __all__ = [
     "CheckedConfig",
     "PhaseTimer",
+    "Walk",
     "bind_denoisers",
     "build",
     "check_config",
     "check_loaded_model",
     "check_method_on_model",
     "image_seed",
+    "images_to_tensor",
     "latent_steps",
+    "load_model",
     "method_label",
+    "walk_batch",
 ]
 
 
@@ -79,6 +95,51 @@ def bind_denoisers(model: InversionModel, prompts: list[str], guidance: dict[str
                      null_text=lambda: model.null_text_denoiser(prompts))
 
 
+def images_to_tensor(images: np.ndarray, device: torch.device | str) -> Tensor:
+    """uint8 ``(B, H, W, 3)`` images, as a dataset loads them → the ``(B, 3, H, W)`` float batch in [-1, 1] a model
+    encodes (every job kind and the Python API feed the model this way)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
+
+
+@dataclass
+class Walk:
+    """One batch through encode → invert (→ reconstruct → decode): what the reconstruction job records and the Python
+    API returns. ``z_rec``/``x_rec`` are None for an inversion alone; ``watch_rec.latents`` holds the kept
+    reconstruction steps (1 … T)."""
+
+    z0: Tensor
+    inversion: Inversion
+    den: Denoisers
+    watch_inv: FiniteWatch
+    watch_rec: TrajectoryWatch
+    z_rec: Tensor | None = None
+    x_rec: Tensor | None = None
+
+
+def walk_batch(model: InversionModel, method: Any, grid: Grid, x: Tensor, prompts: list[str], seeds: list[int],
+               guidance: Mapping[str, float], timer: PhaseTimer, keep: Sequence[int] = (),
+               reconstruct: bool = True) -> Walk:
+    """Encode ``x`` (``images_to_tensor``), invert with ``method`` on ``grid`` at each phase's ``guidance``, and
+    (``reconstruct``) sample back and decode, each phase timed by ``timer``: the one place the harness walks a
+    batch, so the job's records and the API's results are the same numbers."""
+    B = x.shape[0]  # noqa: N806
+    with timer("encode"):
+        z0 = model.encode(x, seeds)
+    den = bind_denoisers(model, prompts, {p: float(guidance[p]) for p in ("invert", "reconstruct")})
+    watch_inv = FiniteWatch(B, z0.device)
+    watch_rec = TrajectoryWatch(B, z0.device, keep=keep)  # steps 1..T; step 0 is z_T
+    with timer("invert"):
+        inversion = invert_with(method, den, z0, grid, seeds, watch=watch_inv)
+    walk = Walk(z0=z0, inversion=inversion, den=den, watch_inv=watch_inv, watch_rec=watch_rec)
+    if reconstruct:
+        den.phase = "reconstruct"
+        with timer("reconstruct"):
+            walk.z_rec = reconstruct_with(method, den, inversion, grid, watch=watch_rec)
+        with timer("decode"):
+            walk.x_rec = model.decode(walk.z_rec)
+    return walk
+
+
 # what a model that does not invert still does, said by both refusals (by config and by what is loaded)
 NOT_INVERTED = "it loads and generates, and inversion jobs refuse it (method.num_steps=0, method=vae_only, runs)"
 
@@ -122,7 +183,7 @@ class CheckedConfig:
     editor: Any = None  # the editing job's editor (None for a reconstruction job)
 
 
-def check_config(cfg: DictConfig, edit: bool = False) -> CheckedConfig:
+def check_config(cfg: DictConfig, edit: bool = False, dataset: bool = True) -> CheckedConfig:
     """Every check of a job's config, in one place, run by every job kind first: each fails in one line
     (:class:`ConfigError`, or FileNotFoundError naming a missing folder) before any dataset is read or any weight is
     loaded. (The app checks the command line's group choices before Hydra composes: ``validation.check_cli_choices``;
@@ -130,7 +191,8 @@ def check_config(cfg: DictConfig, edit: bool = False) -> CheckedConfig:
 
     With ``edit`` (the editing job) the ``edit`` group is built and checked too, and an editor whose protocol fixes T
     sets ``cfg.method.num_steps`` to it (recorded and hashed as the method's) unless the method takes no step (an
-    inversion-free editor such as FlowEdit runs with method=vae_only and builds its own grid)."""
+    inversion-free editor such as FlowEdit runs with method=vae_only and builds its own grid). Without ``dataset``
+    (the Python API, which is handed its images) the dataset is neither built nor asked for PIE-Bench's fields."""
     editor = build(cfg.edit) if edit else None
     if editor is not None and editor.num_steps is not None and int(cfg.method.get("num_steps", 0)) != 0:
         with open_dict(cfg):
@@ -144,7 +206,7 @@ def check_config(cfg: DictConfig, edit: bool = False) -> CheckedConfig:
             raise ConfigError(str(e)) from e
     check_run_config(cfg)  # the keys no constructor checks: dtypes, batch size, guidance, device, fast paths, ...
     check_method_on_model(method, cfg.model)
-    dataset = build(cfg.dataset)  # the dataset's constructor checks its own keys (not its files' contents)
+    data = build(cfg.dataset) if dataset else None  # its constructor checks its own keys (not its files' contents)
     shard = resolve_shard(cfg.get("shard"), str(cfg.device))
     save = latent_steps(cfg.get("save_latents"), int(method.num_steps))
     if editor is not None:
@@ -152,10 +214,21 @@ def check_config(cfg: DictConfig, edit: bool = False) -> CheckedConfig:
         if reason:
             raise ConfigError(f"edit={editor.name} does not run with model={cfg.model.name} and "
                               f"method={method.name}: {reason}")
-        if not hasattr(dataset, "edit_mask"):
+        if dataset and not hasattr(data, "edit_mask"):
             raise ConfigError(f"edit={editor.name} needs an editing dataset (dataset=piebench or mini_piebench), "
                               f"got dataset={cfg.dataset.name}")
-    return CheckedConfig(method=method, dataset=dataset, shard=shard, save_latents=save, editor=editor)
+    return CheckedConfig(method=method, dataset=data, shard=shard, save_latents=save, editor=editor)
+
+
+def load_model(cfg: DictConfig, device: torch.device | str, precision_override: Mapping[str, str] | None = None
+               ) -> InversionModel:
+    """The configured model (``cfg.model.load``) on ``device`` in the configured precision (parts overridden if
+    asked), as every job kind and the Python API load it."""
+    from omegaconf import OmegaConf
+
+    precision = {**OmegaConf.to_container(cfg.precision, resolve=True), **(precision_override or {})}
+    return build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution, precision=precision,
+                 device=str(device))
 
 
 def latent_steps(value: Any, num_steps: int) -> tuple[int, ...]:

@@ -20,18 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from easyinv.data.base import Item, SkipItem
-from easyinv.inversion import FiniteWatch, TrajectoryWatch, invert_with, reconstruct_with
 from easyinv.metrics import ImageMetrics, latent_mse, to_uint8
 from easyinv.models.base import InversionModel
 from easyinv.run.files import latents_path, recon_png_path, ref_png_path, save_png, step_png_path
 from easyinv.run.job_parts import (
     PhaseTimer,
-    bind_denoisers,
-    build,
     check_config,
     check_loaded_model,
     image_seed,
+    images_to_tensor,
+    load_model,
     method_label,
+    walk_batch,
 )
 from easyinv.run.pipelining import BackgroundWriter, prefetch
 from easyinv.run.records import (
@@ -156,10 +156,7 @@ class Job:
 
     def _load_model(self, precision_override: dict[str, str] | None = None) -> InversionModel:
         """The configured model on this job's device, in the configured precision (parts overridden if asked)."""
-        cfg = self.cfg
-        precision = {**OmegaConf.to_container(cfg.precision, resolve=True), **(precision_override or {})}
-        model = build(cfg.model.load, name=cfg.model.name, resolution=cfg.model.resolution, precision=precision,
-                      device=str(self.device))
+        model = load_model(self.cfg, self.device, precision_override)
         check_loaded_model(self.method, model)  # what the weights are, not what the config calls them
         return model
 
@@ -301,20 +298,10 @@ class Job:
         cfg, B = self.cfg, len(items)  # noqa: N806
         model = model if model is not None else self.model
         timer = PhaseTimer(self.device)
-        prompts = [it.prompt for it in items]
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
-        with timer("encode"):
-            z0 = model.encode(x, seeds)
-        den = bind_denoisers(model, prompts, {p: float(cfg.guidance[p]) for p in ("invert", "reconstruct")})
-        watch_inv = FiniteWatch(B, z0.device)
-        watch_rec = TrajectoryWatch(B, z0.device, keep=self.save_latents)  # steps 1..T; step 0 is z_T
-        with timer("invert"):
-            inversion = invert_with(self.method, den, z0, self.grid, seeds, watch=watch_inv)
-        den.phase = "reconstruct"
-        with timer("reconstruct"):
-            z_rec = reconstruct_with(self.method, den, inversion, self.grid, watch=watch_rec)
-        with timer("decode"):
-            x_rec = model.decode(z_rec)
+        walk = walk_batch(model, self.method, self.grid, images_to_tensor(images, self.device),
+                          [it.prompt for it in items], seeds, cfg.guidance, timer, keep=self.save_latents)
+        z0, inversion, den, watch_inv, watch_rec = walk.z0, walk.inversion, walk.den, walk.watch_inv, walk.watch_rec
+        z_rec, x_rec = walk.z_rec, walk.x_rec
         if self.save_latents:
             with timer("latents"):
                 self._keep_latents(items, model, {0: inversion.z_T, **watch_rec.latents})
