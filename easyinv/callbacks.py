@@ -4,6 +4,9 @@ Under ``accelerate launch`` every process runs the same jobs on its own shard; e
 the main process alone writes the report. Under the submitit launcher the callback runs in the submitting process
 after the whole array has finished.
 
+With ``tracking=mlflow|wandb`` each job is then logged to the tracker (``easyinv.report.tracking``), once, by the
+process that wrote the report, after every shard's records are in; a tracker that fails costs one warning line.
+
 A report that fails is loud: one line on stderr naming the exception and the ``easyinv-report`` command that writes
 it again, and a non-zero exit (Hydra would only warn about an exception and exit 0), with every record kept. A
 single run whose job itself failed exits with the job's error instead.
@@ -41,11 +44,18 @@ class ReportCallback(Callback):
             state.wait_for_everyone()  # every shard's records are on disk before anything is aggregated
             if not state.is_main_process:
                 return
-        if not config.get("report_dir") or not root.exists():
+        from easyinv.report.tracking import TrackingSettings
+
+        try:
+            tracking = TrackingSettings.from_config(_container(config.get("tracking")))
+        except ValueError as e:
+            raise SystemExit(f"easyinv-bench: {e}") from None
+        if not root.exists() or not (config.get("report_dir") or tracking.enabled):
             return
         from easyinv.report.paired import PairedSettings
 
-        out = Path(config.report_dir)
+        # a tracker shows the report's numbers: with tracking on and no report_dir, the report goes beside the runs
+        out = Path(config.report_dir) if config.get("report_dir") else root / "report"
         options = config.get("report") or {}
         try:  # a bad report.bootstrap / report.alpha is one line, as the CLI's flags are; absent keys: the defaults
             paired = PairedSettings.from_options(options, ignore=("html",))
@@ -61,6 +71,10 @@ class ReportCallback(Callback):
                 return
             raise SystemExit(f"easyinv-bench: the report in {out} failed ({reason}); the records under {root} are "
                              f"kept: `easyinv-report {root} --out {out}` writes it again") from None
+        if tracking.enabled:
+            from easyinv.report.tracking import track
+
+            track([root], out, tracking, complete_only=True)  # a failure is one warning line inside
 
     def _write(self, root: Path, out: Path, config: DictConfig, paired: Any, html: bool) -> None:
         from easyinv.report import write_report
@@ -93,3 +107,10 @@ def _compared(new: Path, reference: Path) -> str:
     if not diffs:
         return f"quality and NFE columns MATCH the committed table {reference} (timings are not compared)"
     return "\n".join([f"quality or NFE columns DIFFER from the committed table {reference}:", *diffs])
+
+
+def _container(node: Any) -> dict[str, Any] | None:
+    """A config node as a plain dict, interpolations resolved (``experiment: ${experiment_name}``)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None  # type: ignore[return-value]

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from easyinv.run.records import HASH_EXCLUDE, HASH_ONLY, config_hash, hash_exclude
-from easyinv.validation import CONFIG_DIR, dirname_exclude_keys
+from easyinv.validation import CONFIG_DIR, dirname_exclude_keys, group_choices
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,8 @@ def test_the_hash_list_follows_the_yaml_list(tmp_path):
 
 
 def test_the_hash_leaves_out_exactly_what_it_did():
-    assert _minimal(HASH_EXCLUDE) == _minimal(HAND_WRITTEN)
+    """... and the tracking group's tree, added with it: no run before it had a ``tracking`` key to hash."""
+    assert _minimal(HASH_EXCLUDE) == _minimal((*HAND_WRITTEN, "tracking"))
 
 
 def test_the_name_lists_every_key_of_the_trees_the_hash_leaves_out_whole():
@@ -73,6 +74,23 @@ def test_the_name_lists_every_key_of_the_trees_the_hash_leaves_out_whole():
         assert tree in HASH_ONLY
         missing = _leaves(cfg[tree], tree) - named
         assert not missing, f"add {sorted(missing)} to configs/config.yaml's override_dirname.exclude_keys"
+    for option in group_choices("tracking"):  # the tracking tree is named whole (`tracking=mlflow`) and key by key
+        missing = _leaves(_compose(f"tracking={option}").tracking, "tracking") - named
+        assert "tracking" in named and not missing, f"add {sorted(missing)} to the exclude_keys"
+
+
+def test_no_tracking_key_changes_a_config_hash_or_a_run_directory():
+    """Tracking is a window on the records: turning it on, or pointing it elsewhere, leaves the demo's hashes and
+    run directories as they were."""
+    def resolved(*overrides):
+        cfg = _compose("experiment=demo", "method=ddim", *overrides)
+        dirname = _compose("experiment=demo", "method=ddim", *overrides, hydra=True).hydra.job.override_dirname
+        return config_hash(OmegaConf.to_container(cfg, resolve=True)), dirname
+
+    plain = resolved()
+    assert resolved("tracking=mlflow", "tracking.uri=http://127.0.0.1:5000", "tracking.experiment=x") == plain
+    assert resolved("tracking=wandb", "tracking.mode=online", "tracking.project=p", "tracking.entity=e") == plain
+    assert plain[1] == "method=ddim"
 
 
 def test_the_demo_config_hashes_are_the_committed_ones():

@@ -10,7 +10,10 @@ Modules, bottom to top (each imports only those below it):
 - ``tables``: Table 1/2 beside the paper; ``sweep_tables`` and ``plotting`` (figure plumbing) above it;
 - ``figures``, ``sweep_figures``, ``paper_figures``, ``editing_figures``, ``browse`` (per-image data of the page);
   then ``editing_tables``; then ``html`` (``report.html``);
-- ``writer`` (``write_report``: every table and figure of a set of runs) and ``cli`` (``easyinv-report``).
+- ``writer`` (``write_report``: every table and figure of a set of runs);
+- ``track_content`` (what an experiment tracker is shown of written runs), ``track_mlflow`` and ``track_wandb``
+  (one tracker each), ``tracking`` (``track``: a tracker's failure is one warning line);
+- ``cli`` (``easyinv-report``, ``--track``).
 
 The names below are re-exported so that ``from easyinv.report import write_report`` (and the other names the
 single ``easyinv/report.py`` module used to hold) keep working.

@@ -1,7 +1,7 @@
 """``easyinv-report RUN_DIR... [--out DIR] [--paper results/paper | none] [--no-figures] [--sweep] [--html]
-[--baseline ddim | none] [--bootstrap N] [--alpha A]``: tables, figures and the browsable report.html from finished
-or interrupted runs; ``easyinv-report RUN_DIR... --check``: the completeness of sharded or
-interrupted runs.
+[--baseline ddim | none] [--bootstrap N] [--alpha A] [--track mlflow | wandb ...]``: tables, figures and the browsable
+report.html from finished or interrupted runs, then (``--track``) each job logged to an experiment tracker;
+``easyinv-report RUN_DIR... --check``: the completeness of sharded or interrupted runs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from easyinv.report.columns import DEFAULT_PAPER_DIR
 from easyinv.report.paired import DEFAULT, PairedSettings
+from easyinv.report.tracking import BACKENDS, WANDB_MODES, TrackingSettings, track
 from easyinv.report.writer import write_report
 from easyinv.run.completeness import check_runs, format_check
 
@@ -52,6 +53,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only check completeness: per configuration, the counts of ok/skipped/nonfinite/error/"
                              "missing rows across every shard's records file against the item list in run.json; "
                              "exit 1 when a row is missing or duplicated (or the item list is unknown)")
+    tracking = parser.add_argument_group("experiment tracking (README 'Experiment tracking')")
+    tracking.add_argument("--track", choices=BACKENDS[1:], default=None,
+                          help="after the report, log each job (params, tags, Table-1 metrics, records, report files) "
+                               "to MLflow or W&B; a job logged before is updated, never duplicated")
+    tracking.add_argument("--tracking-uri", default=None,
+                          help="MLflow tracking URI, e.g. http://host:5000 (default: the embedded store)")
+    tracking.add_argument("--tracking-store", default=TrackingSettings.store,
+                          help="MLflow's embedded store: a folder for mlflow.db and artifacts/ (default: %(default)s)")
+    tracking.add_argument("--tracking-experiment", default=None,
+                          help="MLflow experiment / W&B project (default: the runs' experiment_name)")
+    tracking.add_argument("--tracking-dir", default=TrackingSettings.dir,
+                          help="W&B writes DIR/wandb/offline-run-* (default: %(default)s)")
+    tracking.add_argument("--wandb-mode", choices=WANDB_MODES, default=TrackingSettings.mode,
+                          help="W&B offline (default; `wandb sync` later) or online")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.check:
@@ -76,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"easyinv-report: {e}") from None
     for name, path in written.items():
         print(f"{name}: {path}")
+    if args.track:
+        settings = TrackingSettings(backend=args.track, uri=args.tracking_uri, store=args.tracking_store,
+                                    experiment=args.tracking_experiment, mode=args.wandb_mode, dir=args.tracking_dir)
+        if track(args.run_dirs, out, settings) is None:
+            return 1  # the warning line said why; the report above is written
     return 0
 
 
