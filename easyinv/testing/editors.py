@@ -22,6 +22,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from easyinv.editing.editor import Editor
+from easyinv.plugins import register_search_path
 from easyinv.validation import CONFIG_DIR, ConfigError
 
 __all__ = ["EditorContract"]
@@ -51,6 +52,7 @@ class EditorContract:
         if cls.editor is None:
             raise TypeError(f"{cls.__name__}: set `editor = <config name>`")
         config_dir = Path(cls.config_dir) if cls.config_dir is not None else Path(CONFIG_DIR)
+        register_search_path()  # an installed plugin's editor composes as on the command line
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
             return compose("config", overrides=["experiment=editing_demo_flow", f"paths.root={root}",
                                                 f"paths.cache={cache}", "dataset.limit=1", f"edit={cls.editor}",

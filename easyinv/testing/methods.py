@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 
 from easyinv.blend import Blend
 from easyinv.method_checks import PATHS, check_declared
+from easyinv.plugins import register_search_path
 from easyinv.registry import make_method, method_class, method_config, method_defaults, method_names
 from easyinv.run.job_parts import check_method_on_model
 from easyinv.testing.closed_form import MODEL_OF_PATH, RoundTrip, closed_form_model, images, round_trip
@@ -160,6 +161,7 @@ class MethodContract:
         """``make_method(name)`` is ``instantiate(cfg.method)`` of ``method=name``, field for field (its model's
         values resolved), and an override given to both stays equal."""
         name, root = self._needs_yaml(), self._config_root()
+        register_search_path()  # an installed plugin's YAML composes as on the command line
         with initialize_config_dir(config_dir=str(root), version_base=None):
             for model in dict.fromkeys((*MODEL_OF_PATH.values(), "sdxl")):
                 if not (root / "model" / f"{model}.yaml").exists():
