@@ -30,7 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-LANGUAGES = {"bash", "console", "python", "text", "yaml"}
+LANGUAGES = {"bash", "console", "python", "text", "toml", "yaml"}
 RUNNABLE = {"bash", "console", "python"}
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)\s*$")
 MARKER = re.compile(r"^\s*<!-- docs-test: (?P<what>slow|skip: (?P<why>.+?)) -->\s*$")
