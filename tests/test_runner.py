@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import make_cfg, run_job
 
-import easyinv.run.reconstruction as runner_module
+import easyinv.run.job_parts as job_parts  # the batch walk and config building every job kind uses
 from easyinv.report import write_report
 from easyinv.run.job_parts import image_seed, method_label
 from easyinv.run.reconstruction import Job
@@ -94,14 +94,14 @@ def test_bad_items_are_recorded_as_skipped_and_the_run_goes_on(tmp_path):
 
 
 def test_nonfinite_rows_are_recorded_not_raised(tmp_path, monkeypatch):
-    real_invert = runner_module.invert_with
+    real_invert = job_parts.invert_with
 
     def nan_for_second_row(method, den, z0, grid, seeds, watch=None):
         out = real_invert(method, den, z0, grid, seeds, watch)
         out.z_T[1:2] = float("nan")
         return out
 
-    monkeypatch.setattr(runner_module, "invert_with", nan_for_second_row)
+    monkeypatch.setattr(job_parts, "invert_with", nan_for_second_row)
     run_dir = run_job(tmp_path, "model=gaussian", "method=ddim", "dataset.limit=2", "batch_size=2")
     df = read_records([run_dir]).sort_values("item_id")
     assert sorted(df.status) == ["nonfinite", "ok"]
@@ -144,7 +144,7 @@ def test_batch_of_three_equals_three_single_runs(tmp_path):
 ])
 def test_invalid_configs_fail_before_any_model_loads(override, message, tmp_path, monkeypatch):
     loaded = []
-    monkeypatch.setattr(runner_module, "build", _spy(runner_module.build, loaded))
+    monkeypatch.setattr(job_parts, "build", _spy(job_parts.build, loaded))
     with pytest.raises(ConfigError, match=message):
         Job(make_cfg(tmp_path, "model=sd14", "paths.models=/nonexistent", "method=easyinv", override), tmp_path)
     assert not any("load" in str(node) for node in loaded)
