@@ -171,6 +171,7 @@ def test_a_failing_call_and_an_edit_leave_the_pipeline_as_it_was(cache_env):
     assert _state(pipe) == before  # P2P's attention processors are gone again
 
 
+@pytest.mark.slow  # the app in process, twice
 def test_benchmark_is_the_cli_run_in_process(tmp_path):
     df = easyinv.benchmark(["experiment=none", "dataset.limit=2", "method=ddim", "method.num_steps=3",
                             "metrics.lpips.random_trunk=true", "device=cpu"], root=tmp_path)

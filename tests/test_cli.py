@@ -18,6 +18,8 @@ def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow  # the whole demo in a child process (~40 s); make test-slow (CI) runs it; its protocol runs in
+# process in tests/test_runner.py (the Gaussian model, four methods)
 def test_default_experiment_runs_the_demo_protocol_and_writes_the_report(tmp_path):
     out = bench("dataset.limit=2", f"paths.root={tmp_path}", cwd=tmp_path)  # no experiment given: demo
     assert out.returncode == 0, out.stderr[-3000:]

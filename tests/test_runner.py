@@ -22,7 +22,7 @@ from easyinv.validation import ConfigError
 METHODS = ("ddim", "renoise", "fixed_point", "easyinv")
 
 
-@pytest.mark.parametrize("model", ["gaussian", "tiny-sd"])
+@pytest.mark.parametrize("model", ["gaussian", pytest.param("tiny-sd", marks=pytest.mark.slow)])  # tiny-sd: ~30 s
 def test_three_images_four_methods_end_to_end(model, tmp_path, tiny_model_cache):
     extra = [f"paths.cache={tiny_model_cache}"] if model != "gaussian" else []
     for method in METHODS:

@@ -230,6 +230,7 @@ def test_a_sharded_job_is_logged_once_its_shards_are_in(logged, tmp_path):
     assert run.data.tags["easyinv.images"] == "4" and run.data.tags["easyinv.complete"] == "true"
 
 
+@pytest.mark.slow  # W&B's offline writer starts a service process
 def test_wandb_offline_logs_the_same_content(logged, tmp_path):
     """The W&B runs hold what the MLflow ones do (the collected content), read back from the offline run files."""
     settings = TrackingSettings(backend="wandb", dir=str(tmp_path / "wb"), experiment="bench")
